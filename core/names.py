@@ -1,0 +1,108 @@
+"""Column, feature, view and service names: defined once, used by stream, Feast, models and API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# Canonical event columns.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TYPE = "event_type"
+EVENT_TIMESTAMP = "event_timestamp"
+VALUE = "value"
+SESSION_ID = "session_id"
+CATEGORY_ID = "category_id"
+# Feature rows: a per-entity version that breaks ties between rows with the same event time.
+CREATED_TIMESTAMP = "created_timestamp"
+
+# Items and users tables.
+TITLE = "title"
+CATEGORY = "category"
+CATEGORY_DERIVED = "category_derived"
+BRAND = "brand"
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CART = "cart"
+    FAV = "fav"
+    PURCHASE = "purchase"
+    RATING = "rating"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+
+# How strongly one event of each type signals interest (affinity and graph edge weights).
+EVENT_WEIGHTS: dict[str, float] = {
+    EventType.VIEW: 1.0,
+    EventType.FAV: 2.0,
+    EventType.CART: 3.0,
+    EventType.RATING: 3.0,
+    EventType.PURCHASE: 5.0,
+}
+
+_PLURAL = {
+    EventType.VIEW: "views",
+    EventType.CART: "carts",
+    EventType.FAV: "favs",
+    EventType.PURCHASE: "purchases",
+    EventType.RATING: "ratings",
+}
+
+# Trailing windows (name -> seconds).
+USER_WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
+ITEM_WINDOWS: dict[str, int] = {"24h": 86_400, "7d": 604_800, "30d": 2_592_000}
+
+
+def count_feature(event_type: str, window: str) -> str:
+    """``count_feature("view", "1h") == "views_1h"``."""
+    return f"{_PLURAL[EventType(event_type)]}_{window}"
+
+
+def count_features(windows: dict[str, int]) -> list[str]:
+    return [count_feature(t, w) for t in EVENT_TYPES for w in windows]
+
+
+# Entities (Feast names) and join keys.
+USER = "user"
+ITEM = "item"
+
+# Feature views.
+USER_BEHAVIOR = "user_behavior"
+USER_INTEREST = "user_interest"
+ITEM_STATS = "item_stats"
+
+EVENTS_TOTAL = "events_total"
+CONVERSION_7D = "conversion_7d"
+TOP_CATEGORIES = "top_categories"
+TOP_CATEGORY_SCORES = "top_category_scores"
+RECENT_ITEMS = "recent_items"
+LAST_EVENT_TS = "last_event_ts"
+
+USER_BEHAVIOR_FEATURES: list[str] = [*count_features(USER_WINDOWS), EVENTS_TOTAL]
+USER_INTEREST_FEATURES: list[str] = [TOP_CATEGORIES, TOP_CATEGORY_SCORES, RECENT_ITEMS,
+                                     LAST_EVENT_TS]
+ITEM_STATS_FEATURES: list[str] = [*count_features(ITEM_WINDOWS), EVENTS_TOTAL, CONVERSION_7D]
+
+VIEW_ENTITY_KEY: dict[str, str] = {
+    USER_BEHAVIOR: USER_ID,
+    USER_INTEREST: USER_ID,
+    ITEM_STATS: ITEM_ID,
+}
+VIEW_FEATURES: dict[str, list[str]] = {
+    USER_BEHAVIOR: USER_BEHAVIOR_FEATURES,
+    USER_INTEREST: USER_INTEREST_FEATURES,
+    ITEM_STATS: ITEM_STATS_FEATURES,
+}
+
+# Feature services: one per consumer; never edited once a model depends on one (add _v2).
+RANKER_V1 = "ranker_v1"
+PROFILE_V1 = "profile_v1"
+
+
+def push_source_name(view: str) -> str:
+    return f"{view}_push"
+
+
+def batch_source_name(view: str) -> str:
+    return f"{view}_source"

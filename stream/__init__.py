@@ -1,0 +1,1 @@
+"""The one dataflow that computes every behaviour feature, for backfill and live runs alike."""

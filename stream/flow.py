@@ -1,0 +1,69 @@
+"""The feature dataflow: ``build_flow(source, sink)`` with injectable I/O.
+
+events -> parse_event -> (dead letters | events) -> user_features / item_features -> rows
+The same flow backfills from an event log and (with a live source) updates features live.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from core.settings import get_settings
+from stream.steps import (
+    DeadLetter,
+    Event,
+    FeatureParams,
+    FeatureRow,
+    item_features,
+    parse_event,
+    user_features,
+)
+
+
+def default_params() -> FeatureParams:
+    s = get_settings()
+    return FeatureParams(s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours)
+
+
+def _flatten_rows(keyed: tuple[str, list[FeatureRow]]) -> list[FeatureRow]:
+    return keyed[1]
+
+
+def build_flow(
+    source: Source[Any] | None = None,
+    sink: Sink[FeatureRow] | None = None,
+    dead_letter_sink: Sink[DeadLetter] | None = None,
+    params: FeatureParams | None = None,
+    flow_id: str = "interest_features",
+) -> Dataflow:
+    """Build the dataflow; defaults replay the configured canonical log into the offline store."""
+    if source is None or sink is None or dead_letter_sink is None:
+        from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
+
+        s = get_settings()
+        source = source or EventLogSource(s.canonical_dir / s.dataset / "events.parquet",
+                                          batch_rows=s.backfill_batch_rows)
+        sink = sink or OfflineParquetSink(s.offline_dir)
+        dead_letter_sink = dead_letter_sink or DeadLetterParquetSink(s.data_dir / "dead_letters")
+    params = params or default_params()
+
+    flow = Dataflow(flow_id)
+    raw = op.input("events", flow, source)
+    parsed = op.map("parse_event", raw, parse_event)
+    split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
+    events = split.trues
+    by_user = op.key_on("key_by_user", events, lambda e: e.user_id)
+    user_rows = op.stateful_map("user_features", by_user, partial(user_features, params=params))
+    by_item = op.key_on("key_by_item", events, lambda e: e.item_id)
+    item_rows = op.stateful_map("item_features", by_item, item_features)
+    rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows),
+                       _flatten_rows)
+    op.output("feature_rows", rows, sink)
+    op.output("dead_letters", split.falses, dead_letter_sink)
+    return flow
