@@ -121,6 +121,21 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
+def supersede(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Drop rows that a later version at the same (entity, event time) replaces.
+
+    Feast breaks event-time ties by ``created_timestamp``, so such rows are never read by a
+    point-in-time join or by materialize; an invoice of 20 lines then writes one row, not 20.
+    """
+    latest: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for row in rows:
+        slot = (row[key], row[n.EVENT_TIMESTAMP])
+        kept = latest.get(slot)
+        if kept is None or row[n.CREATED_TIMESTAMP] >= kept[n.CREATED_TIMESTAMP]:
+            latest[slot] = row
+    return list(latest.values())
+
+
 class _OfflinePartition(StatelessSinkPartition[FeatureRow]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
@@ -136,10 +151,10 @@ class _OfflinePartition(StatelessSinkPartition[FeatureRow]):
                 self._flush(view)
 
     def _flush(self, view: str) -> None:
-        rows = self._buffers.pop(view, [])
+        key = n.VIEW_ENTITY_KEY[view]
+        rows = supersede(self._buffers.pop(view, []), key)
         if not rows:
             return
-        key = n.VIEW_ENTITY_KEY[view]
         name = _part_name(
             f"part-w{self._worker}",
             f"{rows[0][key]}@{rows[0][n.CREATED_TIMESTAMP]}",
@@ -158,7 +173,8 @@ class OfflineParquetSink(DynamicSink[FeatureRow]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows per view and writes them as one new file
-    (atomically, under a name derived from its rows); the rest is written on close.
+    (atomically, under a name derived from its rows, superseded rows dropped: see
+    :func:`supersede`); the rest is written on close.
     """
 
     def __init__(self, root: Path, rows_per_file: int = 250_000) -> None:

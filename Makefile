@@ -1,0 +1,74 @@
+# InterestGraph. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PYTHON ?= python3.11
+PY := $(VENV)/bin/python
+IG := $(VENV)/bin/ig
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help install redis-up redis-down import backfill apply materialize summary demo \
+        test test-unit test-integration bench lint format clean
+
+help: ## list every target
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed ## create .venv: torch==2.13.0 (CPU) first, then the pinned lock
+
+redis-up: install ## start the project's redis-server on loopback (no-op if running)
+	$(IG) redis up
+
+redis-down: install ## stop the project's redis-server (saves its data)
+	$(IG) redis down
+
+import: install ## import the dataset IG_DATASET (default online-retail) to canonical Parquet
+	$(IG) import
+
+backfill: install ## compute offline features: Bytewax dataflow over the canonical event log
+	$(IG) backfill
+
+apply: install ## feast apply (registers entities, views, services from feature_repo/)
+	$(IG) feast apply
+
+materialize: install redis-up ## load the latest offline features into Redis (Feast)
+	$(IG) materialize
+
+summary: install ## print rows per table and one user's online features read through Feast
+	$(IG) summary
+
+demo: install redis-up import backfill apply materialize summary ## the whole job on the shipped defaults
+
+test: install ## unit + integration tests (integration starts its own redis-server)
+	$(PY) -m pytest
+
+test-unit: install ## unit tests only (no network, no Redis)
+	$(PY) -m pytest tests/unit
+
+test-integration: install ## integration tests against a real redis-server and Feast
+	$(PY) -m pytest tests/integration
+
+bench: install ## benchmarks -> bench/results/latest.json
+	$(PY) bench/run.py
+
+lint: install ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff fix and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove generated data (keeps .venv); stops redis first
+	-$(IG) redis down
+	rm -rf data bench/results

@@ -1,0 +1,159 @@
+"""``ig``: the platform's command line (import, backfill, Feast, Redis, summary).
+
+Start-up stays lean: heavy imports (Feast, Bytewax, pandas) happen inside the command that
+needs them, so ``ig env`` or ``ig redis up`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from core.settings import get_settings
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print ``export`` lines for the variables feature_store.yaml reads."""
+    for key, value in get_settings().feast_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    from core.redis_server import RedisServer
+
+    s = get_settings()
+    server = RedisServer(s.redis_port, s.redis_dir, s.redis_password)
+    where = f"redis-server on 127.0.0.1:{s.redis_port} (data in {s.redis_dir})"
+    if args.action == "up":
+        was_up = server.ping()
+        server.start(daemonize=True)
+        print(f"{where}: {'already running' if was_up else 'started'}")
+    elif args.action == "down":
+        print(f"{where}: {'stopped' if server.stop() else 'was not running'}")
+    else:
+        up = server.ping()
+        print(f"{where}: {'running' if up else 'not running'}")
+        return 0 if up else 1
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.importers import ImportFailed, import_dataset, import_event_log
+
+    s = get_settings()
+    try:
+        if args.path:
+            result = import_event_log(Path(args.path), Path(args.items) if args.items else None)
+        else:
+            result = import_dataset(args.dataset or s.dataset, s.shared_data_dir)
+    except ImportFailed as exc:
+        print(f"import failed: {exc}", file=sys.stderr)
+        return 2
+    out = s.canonical_dir / result.dataset
+    summary = result.write(out)
+    _print_import_summary(summary, out)
+    if args.path and result.dataset != s.dataset:
+        print(f"\nTo build features from it: IG_DATASET={result.dataset} make backfill")
+    return 0
+
+
+def _print_import_summary(summary: dict[str, object], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"import {summary['dataset']} -> {out}", show_header=False)
+    for key in ("source_rows", "events", "rejected", "users", "items", "items_with_title",
+                "first_event", "last_event"):
+        table.add_row(key, str(summary[key]))
+    for reason, count in dict(summary["rejected_by_reason"]).items():  # type: ignore[call-overload]
+        table.add_row(f"  rejected: {reason}", str(count))
+    for note in list(summary["notes"]):  # type: ignore[call-overload]
+        table.add_row("note", str(note))
+    Console().print(table)
+    print(f"rejected rows with their reasons: {out / 'rejected.parquet'}")
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from stream.backfill import run_backfill
+
+    s = get_settings()
+    dataset = args.dataset or s.dataset
+    events = s.canonical_dir / dataset / "events.parquet"
+    try:
+        report = run_backfill(events, s.offline_dir, s.data_dir / "dead_letters",
+                              batch_rows=s.backfill_batch_rows)
+    except FileNotFoundError as exc:
+        print(f"backfill failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"backfill {dataset}: {report.events} events in {report.seconds:.1f} s "
+          f"({report.events_per_s:,.0f} events/s); rows {report.rows}; "
+          f"dead letters {report.dead_letters}")
+    (s.data_dir / "backfill.json").write_text(json.dumps(
+        {"dataset": dataset, "events": report.events, "seconds": report.seconds,
+         "rows": report.rows, "dead_letters": report.dead_letters}, indent=2))
+    return 0
+
+
+def cmd_feast(args: argparse.Namespace) -> int:
+    """Run the real ``feast`` CLI in feature_repo/ with the settings' environment."""
+    s = get_settings()
+    s.export_feast_env()
+    feast = Path(sys.executable).with_name("feast")
+    os.chdir(s.feature_repo)
+    os.execv(str(feast), [str(feast), *args.feast_args])
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from core.feast_store import materialize, open_store
+
+    for view, span in materialize(open_store()).items():
+        print(f"materialized {view}: {span}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from core.summary import demo_summary
+
+    demo_summary(get_settings(), user_id=args.user)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ig", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="print export lines for feature_store.yaml's variables"
+                   ).set_defaults(func=cmd_env)
+    p = sub.add_parser("redis", help="start/stop/check the project's redis-server")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_redis)
+    p = sub.add_parser("import", help="import a shipped dataset or your own log")
+    p.add_argument("--dataset", help="online-retail | taobao | movielens (default: IG_DATASET)")
+    p.add_argument("--path", help="your own events file (CSV or Parquet, canonical columns)")
+    p.add_argument("--items", help="optional items file for --path (item_id, title, ...)")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("backfill", help="compute offline features with the Bytewax dataflow")
+    p.add_argument("--dataset", help="canonical dataset folder to replay (default: IG_DATASET)")
+    p.set_defaults(func=cmd_backfill)
+    p = sub.add_parser("feast", help="run the feast CLI in feature_repo/ (e.g. ig feast apply)")
+    p.add_argument("feast_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_feast)
+    sub.add_parser("materialize", help="load the latest offline features into Redis"
+                   ).set_defaults(func=cmd_materialize)
+    p = sub.add_parser("summary", help="print what the demo built and read one user back")
+    p.add_argument("--user", help="user_id to read back (default: the most active user)")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
