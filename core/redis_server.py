@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisStartError(RuntimeError):
@@ -53,18 +55,20 @@ class RedisServer:
     def logfile(self) -> Path:
         return self.workdir / "redis.log"
 
-    def client(self, timeout: float = 1.0) -> redis.Redis:
+    def client(self, timeout: float = 1.0, retries: int = 3) -> redis.Redis:
         return redis.Redis(
             host="127.0.0.1",
             port=self.port,
             password=self.password or None,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), retries),
         )
 
     def ping(self) -> bool:
+        """True when a server answers now (one try: no retries, no back-off)."""
         try:
-            return bool(self.client(timeout=0.5).ping())
+            return bool(self.client(timeout=0.5, retries=0).ping())
         except redis.RedisError:
             return False
 
@@ -117,7 +121,7 @@ class RedisServer:
             self.pidfile.unlink(missing_ok=True)
             return False
         try:
-            self.client().shutdown(save=True)
+            self.client(retries=0).shutdown(save=True)
         except redis.ConnectionError:
             pass  # the server closes the connection as it exits
         deadline = time.monotonic() + timeout

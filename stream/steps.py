@@ -175,9 +175,18 @@ class FeatureParams:
     affinity_half_life_hours: float = 168.0
 
 
+CREATED_OFFSET_US = 86_400 * US
+
+
 def _stamps(ts_us: int, seq: int) -> tuple[int, int]:
-    """(event time, created time): created breaks ties between rows at the same event time."""
-    return ts_us, ts_us + seq
+    """(event time, created time) of a feature row.
+
+    Feast orders rows of one entity by (event time, created time) and hides rows whose created
+    time is after the entity timestamp. A row computed at event time ``t`` is known at ``t``,
+    so created = ``t - 1 day + seq µs``: never after ``t`` and, through the per-entity
+    sequence, increasing between rows that share an event time.
+    """
+    return ts_us, ts_us - CREATED_OFFSET_US + seq
 
 
 def user_features(
