@@ -67,8 +67,16 @@ def _print_import_summary(summary: dict[str, object], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"import {summary['dataset']} -> {out}", show_header=False)
-    for key in ("source_rows", "events", "rejected", "users", "items", "items_with_title",
-                "first_event", "last_event"):
+    for key in (
+        "source_rows",
+        "events",
+        "rejected",
+        "users",
+        "items",
+        "items_with_title",
+        "first_event",
+        "last_event",
+    ):
         table.add_row(key, str(summary[key]))
     for reason, count in dict(summary["rejected_by_reason"]).items():  # type: ignore[call-overload]
         table.add_row(f"  rejected: {reason}", str(count))
@@ -85,17 +93,29 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     dataset = args.dataset or s.dataset
     events = s.canonical_dir / dataset / "events.parquet"
     try:
-        report = run_backfill(events, s.offline_dir, s.data_dir / "dead_letters",
-                              batch_rows=s.backfill_batch_rows)
+        report = run_backfill(
+            events, s.offline_dir, s.data_dir / "dead_letters", batch_rows=s.backfill_batch_rows
+        )
     except FileNotFoundError as exc:
         print(f"backfill failed: {exc}", file=sys.stderr)
         return 2
-    print(f"backfill {dataset}: {report.events} events in {report.seconds:.1f} s "
-          f"({report.events_per_s:,.0f} events/s); rows {report.rows}; "
-          f"dead letters {report.dead_letters}")
-    (s.data_dir / "backfill.json").write_text(json.dumps(
-        {"dataset": dataset, "events": report.events, "seconds": report.seconds,
-         "rows": report.rows, "dead_letters": report.dead_letters}, indent=2))
+    print(
+        f"backfill {dataset}: {report.events} events in {report.seconds:.1f} s "
+        f"({report.events_per_s:,.0f} events/s); rows {report.rows}; "
+        f"dead letters {report.dead_letters}"
+    )
+    (s.data_dir / "backfill.json").write_text(
+        json.dumps(
+            {
+                "dataset": dataset,
+                "events": report.events,
+                "seconds": report.seconds,
+                "rows": report.rows,
+                "dead_letters": report.dead_letters,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -126,8 +146,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("env", help="print export lines for feature_store.yaml's variables"
-                   ).set_defaults(func=cmd_env)
+    sub.add_parser(
+        "env", help="print export lines for feature_store.yaml's variables"
+    ).set_defaults(func=cmd_env)
     p = sub.add_parser("redis", help="start/stop/check the project's redis-server")
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=cmd_redis)
@@ -142,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("feast", help="run the feast CLI in feature_repo/ (e.g. ig feast apply)")
     p.add_argument("feast_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_feast)
-    sub.add_parser("materialize", help="load the latest offline features into Redis"
-                   ).set_defaults(func=cmd_materialize)
+    sub.add_parser("materialize", help="load the latest offline features into Redis").set_defaults(
+        func=cmd_materialize
+    )
     p = sub.add_parser("summary", help="print what the demo built and read one user back")
     p.add_argument("--user", help="user_id to read back (default: the most active user)")
     p.set_defaults(func=cmd_summary)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import pyarrow.dataset as ds
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from core import names as n
 from core.settings import Settings, get_settings
@@ -36,8 +36,9 @@ def earliest_offline_timestamp(settings: Settings, view: str) -> datetime | None
     return earliest.astimezone(UTC) if earliest is not None else None
 
 
-def materialize(store: FeatureStore, settings: Settings | None = None,
-                end: datetime | None = None) -> dict[str, str]:
+def materialize(
+    store: FeatureStore, settings: Settings | None = None, end: datetime | None = None
+) -> dict[str, str]:
     """``feast materialize-incremental``, except that a view never materialized starts at its
     earliest offline row (Feast would start at now - ttl and miss historical data)."""
     settings = settings or get_settings()
@@ -52,8 +53,9 @@ def materialize(store: FeatureStore, settings: Settings | None = None,
         if start is None:
             done[fv.name] = "no offline rows yet"
             continue
-        store.materialize(start_date=start - timedelta(seconds=1), end_date=end,
-                          feature_views=[fv.name])
+        store.materialize(
+            start_date=start - timedelta(seconds=1), end_date=end, feature_views=[fv.name]
+        )
         done[fv.name] = f"{start.isoformat()} .. {end.isoformat()}"
     if incremental:
         store.materialize_incremental(end_date=end, feature_views=incremental)

@@ -21,8 +21,12 @@ from core import names as n
 from core.schema import EVENTS_SCHEMA, ITEMS_SCHEMA, REJECTED_SCHEMA, REQUIRED_EVENT_COLUMNS
 
 FUTURE_TOLERANCE = timedelta(days=1)
-TAOBAO_TYPES = {"pv": n.EventType.VIEW, "cart": n.EventType.CART, "fav": n.EventType.FAV,
-                "buy": n.EventType.PURCHASE}
+TAOBAO_TYPES = {
+    "pv": n.EventType.VIEW,
+    "cart": n.EventType.CART,
+    "fav": n.EventType.FAV,
+    "buy": n.EventType.PURCHASE,
+}
 # Online Retail product codes are five digits with an optional letter suffix; everything else
 # (POST, DOT, M, C2, BANK CHARGES, PADS, AMAZONFEE, gift vouchers, ...) is a fee or adjustment.
 RETAIL_PRODUCT_CODE = r"^\d{5}[A-Za-z]{0,2}$"
@@ -54,8 +58,9 @@ class ImportResult:
             "users": int(self.events[n.USER_ID].nunique()),
             "items": int(self.events[n.ITEM_ID].nunique()),
             "items_with_title": int(self.items[n.TITLE].fillna("").ne("").sum()),
-            "event_types": {str(k): int(v)
-                            for k, v in self.events[n.EVENT_TYPE].value_counts().items()},
+            "event_types": {
+                str(k): int(v) for k, v in self.events[n.EVENT_TYPE].value_counts().items()
+            },
             "first_event": ts.min().isoformat() if len(ts) else None,
             "last_event": ts.max().isoformat() if len(ts) else None,
             "notes": self.notes,
@@ -68,8 +73,9 @@ class ImportResult:
             "events": pa.Table.from_pandas(self.events, schema=EVENTS_SCHEMA, preserve_index=False),
             "items": pa.Table.from_pandas(self.items, schema=ITEMS_SCHEMA, preserve_index=False),
             "users": pa.Table.from_pandas(self.users.astype("string"), preserve_index=False),
-            "rejected": pa.Table.from_pandas(self.rejected, schema=REJECTED_SCHEMA,
-                                             preserve_index=False),
+            "rejected": pa.Table.from_pandas(
+                self.rejected, schema=REJECTED_SCHEMA, preserve_index=False
+            ),
         }
         for name, table in tables.items():
             tmp = out_dir / f".{name}.parquet.tmp"
@@ -98,8 +104,9 @@ def canonicalize(
     dataset-specific reasons found earlier.
     """
     now = now or datetime.now(UTC)
-    reason = reason.copy() if reason is not None else pd.Series(pd.NA, index=frame.index,
-                                                                dtype="object")
+    reason = (
+        reason.copy() if reason is not None else pd.Series(pd.NA, index=frame.index, dtype="object")
+    )
     for col in (n.USER_ID, n.ITEM_ID):
         ids = frame[col].astype("string").str.strip()
         frame[col] = ids
@@ -109,8 +116,11 @@ def canonicalize(
     _reject(reason, ~etype.isin(n.EVENT_TYPES).fillna(False), "unknown event_type")
     ts = frame[n.EVENT_TIMESTAMP]
     _reject(reason, ts.isna(), "bad or missing event_timestamp")
-    _reject(reason, (ts > pd.Timestamp(now + FUTURE_TOLERANCE)).fillna(False),
-            "event_timestamp in the future")
+    _reject(
+        reason,
+        (ts > pd.Timestamp(now + FUTURE_TOLERANCE)).fillna(False),
+        "event_timestamp in the future",
+    )
     value = pd.to_numeric(frame[n.VALUE], errors="coerce") if n.VALUE in frame else None
     if value is None:
         frame[n.VALUE] = 1.0
@@ -119,8 +129,11 @@ def canonicalize(
         _reject(reason, bad_value, "value is not a number")
         frame[n.VALUE] = value.fillna(1.0).astype("float64")
     for col in (n.SESSION_ID, n.CATEGORY_ID):
-        frame[col] = frame[col].astype("string") if col in frame else pd.Series(
-            pd.NA, index=frame.index, dtype="string")
+        frame[col] = (
+            frame[col].astype("string")
+            if col in frame
+            else pd.Series(pd.NA, index=frame.index, dtype="string")
+        )
 
     bad = reason.notna().to_numpy()
     good = frame.loc[~bad, list(EVENTS_SCHEMA.names)]
@@ -132,11 +145,13 @@ def _rejected_frame(raw: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
     bad = reason.notna().to_numpy()
     rows = raw.loc[bad]
     payload = rows.to_json(orient="records", lines=True, date_format="iso").splitlines()
-    return pd.DataFrame({
-        "source_row": rows.index.to_numpy(dtype="int64"),
-        "reason": reason[bad].astype(str).to_numpy(),
-        "raw": payload if len(rows) else [],
-    })
+    return pd.DataFrame(
+        {
+            "source_row": rows.index.to_numpy(dtype="int64"),
+            "reason": reason[bad].astype(str).to_numpy(),
+            "raw": payload if len(rows) else [],
+        }
+    )
 
 
 def _most_frequent(frame: pd.DataFrame, key: str, col: str) -> pd.Series:
@@ -170,14 +185,16 @@ def import_online_retail(path: Path) -> ImportResult:
     _reject(reason, raw.duplicated(keep="first"), "exact duplicate row")
     local = pd.to_datetime(raw["InvoiceDate"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
     ts = local.dt.tz_localize("Europe/London", ambiguous="NaT", nonexistent="NaT")
-    frame = pd.DataFrame({
-        n.USER_ID: raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
-        n.ITEM_ID: code,
-        n.EVENT_TYPE: n.EventType.PURCHASE.value,
-        n.EVENT_TIMESTAMP: ts.dt.tz_convert("UTC"),
-        n.VALUE: qty,
-        n.SESSION_ID: raw["InvoiceNo"],
-    })
+    frame = pd.DataFrame(
+        {
+            n.USER_ID: raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
+            n.ITEM_ID: code,
+            n.EVENT_TYPE: n.EventType.PURCHASE.value,
+            n.EVENT_TIMESTAMP: ts.dt.tz_convert("UTC"),
+            n.VALUE: qty,
+            n.SESSION_ID: raw["InvoiceNo"],
+        }
+    )
     products = raw.assign(item=code)[code.str.match(RETAIL_PRODUCT_CODE)]
     titles = _most_frequent(products, "item", "Description").str.strip()
     frame[n.CATEGORY_ID] = frame[n.ITEM_ID].map(derive_category(titles))
@@ -190,31 +207,49 @@ def import_online_retail(path: Path) -> ImportResult:
     users = pd.DataFrame({n.USER_ID: sorted(events[n.USER_ID].unique())})
     customers = raw.assign(u=frame[n.USER_ID])
     users["country"] = users[n.USER_ID].map(_most_frequent(customers, "u", "Country"))
-    return ImportResult("online-retail", events, items, users, rejected, len(raw), notes=[
-        "category is derived from the product title's last word (category_derived=True)",
-        "InvoiceDate is UK local time, converted to UTC; value is the quantity bought",
-    ])
+    return ImportResult(
+        "online-retail",
+        events,
+        items,
+        users,
+        rejected,
+        len(raw),
+        notes=[
+            "category is derived from the product title's last word (category_derived=True)",
+            "InvoiceDate is UK local time, converted to UTC; value is the quantity bought",
+        ],
+    )
 
 
 def import_taobao(path: Path) -> ImportResult:
     """Tianchi UserBehavior excerpt: pv/cart/fav/buy events with categories, no titles."""
     cols = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
-    raw = pd.read_csv(path, header=None, names=cols, dtype=str, keep_default_na=False,
-                      na_values=[""])
+    raw = pd.read_csv(
+        path, header=None, names=cols, dtype=str, keep_default_na=False, na_values=[""]
+    )
     secs = pd.to_numeric(raw["timestamp"], errors="coerce")
-    frame = pd.DataFrame({
-        n.USER_ID: raw["user_id"],
-        n.ITEM_ID: raw["item_id"],
-        n.EVENT_TYPE: raw["behavior_type"].map(TAOBAO_TYPES).fillna(raw["behavior_type"]),
-        n.EVENT_TIMESTAMP: pd.to_datetime(secs, unit="s", utc=True),
-        n.VALUE: 1.0,
-        n.CATEGORY_ID: raw["category_id"],
-    })
+    frame = pd.DataFrame(
+        {
+            n.USER_ID: raw["user_id"],
+            n.ITEM_ID: raw["item_id"],
+            n.EVENT_TYPE: raw["behavior_type"].map(TAOBAO_TYPES).fillna(raw["behavior_type"]),
+            n.EVENT_TIMESTAMP: pd.to_datetime(secs, unit="s", utc=True),
+            n.VALUE: 1.0,
+            n.CATEGORY_ID: raw["category_id"],
+        }
+    )
     events, rejected = canonicalize(frame, raw)
     items = _items_from_events(events)
     users = pd.DataFrame({n.USER_ID: sorted(events[n.USER_ID].unique())})
-    return ImportResult("taobao", events, items, users, rejected, len(raw),
-                        notes=["no item titles: text cold start is unavailable on this dataset"])
+    return ImportResult(
+        "taobao",
+        events,
+        items,
+        users,
+        rejected,
+        len(raw),
+        notes=["no item titles: text cold start is unavailable on this dataset"],
+    )
 
 
 def _items_from_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -228,58 +263,85 @@ def _items_from_events(events: pd.DataFrame) -> pd.DataFrame:
 
 def import_movielens(folder: Path) -> ImportResult:
     """MovieLens 100K: ratings (value 1-5) with titles, genres and user demographics."""
-    raw = pd.read_csv(folder / "u.data", sep="\t", header=None, dtype=str,
-                      names=["user", "item", "rating", "ts"])
+    raw = pd.read_csv(
+        folder / "u.data", sep="\t", header=None, dtype=str, names=["user", "item", "rating", "ts"]
+    )
     genres = pd.read_csv(folder / "u.genre", sep="|", header=None, names=["genre", "i"])
     genre_names = genres["genre"].tolist()
     item_cols = ["item", "title", "release", "video", "url", *genre_names]
-    movies = pd.read_csv(folder / "u.item", sep="|", header=None, names=item_cols,
-                         encoding="latin-1", dtype=str)
+    movies = pd.read_csv(
+        folder / "u.item", sep="|", header=None, names=item_cols, encoding="latin-1", dtype=str
+    )
     flags = movies[genre_names].astype(int).to_numpy()
     # Primary genre: the first flagged one in u.genre's order (most movies have 1-3).
     primary = [genre_names[row.argmax()] if row.any() else "unknown" for row in flags]
     movies[n.CATEGORY] = primary
-    frame = pd.DataFrame({
-        n.USER_ID: raw["user"],
-        n.ITEM_ID: raw["item"],
-        n.EVENT_TYPE: n.EventType.RATING.value,
-        n.EVENT_TIMESTAMP: pd.to_datetime(pd.to_numeric(raw["ts"], errors="coerce"), unit="s",
-                                          utc=True),
-        n.VALUE: raw["rating"],
-    })
+    frame = pd.DataFrame(
+        {
+            n.USER_ID: raw["user"],
+            n.ITEM_ID: raw["item"],
+            n.EVENT_TYPE: n.EventType.RATING.value,
+            n.EVENT_TIMESTAMP: pd.to_datetime(
+                pd.to_numeric(raw["ts"], errors="coerce"), unit="s", utc=True
+            ),
+            n.VALUE: raw["rating"],
+        }
+    )
     frame[n.CATEGORY_ID] = frame[n.ITEM_ID].map(movies.set_index("item")[n.CATEGORY])
     events, rejected = canonicalize(frame, raw)
-    items = pd.DataFrame({
-        n.ITEM_ID: movies["item"],
-        n.TITLE: movies["title"],
-        n.CATEGORY: movies[n.CATEGORY],
-        n.CATEGORY_DERIVED: False,
-        n.BRAND: None,
-    })
-    users = pd.read_csv(folder / "u.user", sep="|", header=None, dtype=str,
-                        names=[n.USER_ID, "age", "gender", "occupation", "zip"])
-    return ImportResult("movielens", events, items, users, rejected, len(raw),
-                        notes=["category is the first genre flag; all genres are in u.item"])
+    items = pd.DataFrame(
+        {
+            n.ITEM_ID: movies["item"],
+            n.TITLE: movies["title"],
+            n.CATEGORY: movies[n.CATEGORY],
+            n.CATEGORY_DERIVED: False,
+            n.BRAND: None,
+        }
+    )
+    users = pd.read_csv(
+        folder / "u.user",
+        sep="|",
+        header=None,
+        dtype=str,
+        names=[n.USER_ID, "age", "gender", "occupation", "zip"],
+    )
+    return ImportResult(
+        "movielens",
+        events,
+        items,
+        users,
+        rejected,
+        len(raw),
+        notes=["category is the first genre flag; all genres are in u.item"],
+    )
 
 
 def import_event_log(path: Path, items_path: Path | None = None) -> ImportResult:
     """A user's own log (CSV or Parquet) in the canonical columns; see README "Your own data"."""
     if not path.exists():
         raise ImportFailed(f"no such file: {path}")
-    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
-        path, dtype=str, keep_default_na=False, na_values=[""])
+    raw = (
+        pd.read_parquet(path)
+        if path.suffix == ".parquet"
+        else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    )
     missing = [c for c in REQUIRED_EVENT_COLUMNS if c not in raw.columns]
     if missing:
-        raise ImportFailed(f"{path} lacks required column(s) {missing}; "
-                           f"expected {list(EVENTS_SCHEMA.names)} (optional: value, "
-                           "session_id, category_id)")
+        raise ImportFailed(
+            f"{path} lacks required column(s) {missing}; "
+            f"expected {list(EVENTS_SCHEMA.names)} (optional: value, "
+            "session_id, category_id)"
+        )
     frame = raw[[c for c in EVENTS_SCHEMA.names if c in raw.columns]].copy()
     frame[n.EVENT_TIMESTAMP] = parse_timestamps(raw[n.EVENT_TIMESTAMP])
     events, rejected = canonicalize(frame, raw.astype("string"))
     items = _items_from_events(events)
     if items_path is not None:
-        given = pd.read_parquet(items_path) if items_path.suffix == ".parquet" else pd.read_csv(
-            items_path, dtype=str)
+        given = (
+            pd.read_parquet(items_path)
+            if items_path.suffix == ".parquet"
+            else pd.read_csv(items_path, dtype=str)
+        )
         items = items[[n.ITEM_ID]].merge(given, on=n.ITEM_ID, how="left")
         for col in ITEMS_SCHEMA.names:
             if col not in items:
@@ -295,8 +357,7 @@ def parse_timestamps(col: pd.Series) -> pd.Series:
         return col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")
     numeric = pd.to_numeric(col, errors="coerce")
     as_secs = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
-    as_text = pd.to_datetime(col.where(numeric.isna()), utc=True, errors="coerce",
-                             format="ISO8601")
+    as_text = pd.to_datetime(col.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601")
     return as_secs.fillna(as_text)
 
 
@@ -309,8 +370,10 @@ DATASETS: dict[str, tuple[str, Callable[[Path], ImportResult]]] = {
 
 def import_dataset(name: str, shared_data_dir: Path) -> ImportResult:
     if name not in DATASETS:
-        raise ImportFailed(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} "
-                           "or import your own log with --path")
+        raise ImportFailed(
+            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} "
+            "or import your own log with --path"
+        )
     rel, importer = DATASETS[name]
     path = shared_data_dir / rel
     if not path.exists():

@@ -80,8 +80,12 @@ RECENT_ITEMS = "recent_items"
 LAST_EVENT_TS = "last_event_ts"
 
 USER_BEHAVIOR_FEATURES: list[str] = [*count_features(USER_WINDOWS), EVENTS_TOTAL]
-USER_INTEREST_FEATURES: list[str] = [TOP_CATEGORIES, TOP_CATEGORY_SCORES, RECENT_ITEMS,
-                                     LAST_EVENT_TS]
+USER_INTEREST_FEATURES: list[str] = [
+    TOP_CATEGORIES,
+    TOP_CATEGORY_SCORES,
+    RECENT_ITEMS,
+    LAST_EVENT_TS,
+]
 ITEM_STATS_FEATURES: list[str] = [*count_features(ITEM_WINDOWS), EVENTS_TOTAL, CONVERSION_7D]
 
 VIEW_ENTITY_KEY: dict[str, str] = {

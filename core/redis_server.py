@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -81,26 +82,37 @@ class RedisServer:
     def command(self, daemonize: bool) -> list[str]:
         args = [
             str(find_redis_server()),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.workdir),
-            "--pidfile", str(self.pidfile),
-            "--logfile", str(self.logfile),
-            "--daemonize", "yes" if daemonize else "no",
-            "--save", "60 1000",
-            "--appendonly", "no",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.workdir),
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.logfile),
+            "--daemonize",
+            "yes" if daemonize else "no",
+            "--save",
+            "60 1000",
+            "--appendonly",
+            "no",
         ]
         if self.password:
             args += ["--requirepass", self.password]
         return args
 
-    def start(self, daemonize: bool = True, timeout: float = 10.0) -> subprocess.Popen[bytes] | None:
-        """Start the server (no-op if one already answers); returns the child when not daemonized."""
+    def start(
+        self, daemonize: bool = True, timeout: float = 10.0
+    ) -> subprocess.Popen[bytes] | None:
+        """Start the server (no-op if one answers); returns the child when not daemonized."""
         if self.ping():
             return None
         self.workdir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(self.command(daemonize), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            self.command(daemonize), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ping():
@@ -120,10 +132,8 @@ class RedisServer:
         if not self.ping():
             self.pidfile.unlink(missing_ok=True)
             return False
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # it closes the connection as it exits
             self.client(retries=0).shutdown(save=True)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.ping():
             time.sleep(0.05)

@@ -20,10 +20,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IG_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(ROOT / "data", description="Project-local state: canonical data, "
-                           "offline store, registry, Redis files.")
-    shared_data_dir: Path = Field(ROOT.parent / "shared" / "data",
-                                  description="Where the shipped datasets live (read-only).")
+    data_dir: Path = Field(
+        ROOT / "data",
+        description="Project-local state: canonical data, offline store, registry, Redis files.",
+    )
+    shared_data_dir: Path = Field(
+        ROOT.parent / "shared" / "data", description="Where the shipped datasets live (read-only)."
+    )
     dataset: str = Field("online-retail", description="Default dataset for import and demo.")
     feature_repo: Path = Field(ROOT / "feature_repo")
     feast_project: str = Field("interestgraph", pattern=r"^[a-z][a-z0-9_]*$")

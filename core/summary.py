@@ -19,8 +19,9 @@ def _rows(path) -> int:
 
 
 def most_active_user(settings: Settings) -> str:
-    events = pq.read_table(settings.canonical_dir / settings.dataset / "events.parquet",
-                           columns=[n.USER_ID])
+    events = pq.read_table(
+        settings.canonical_dir / settings.dataset / "events.parquet", columns=[n.USER_ID]
+    )
     counts = events.group_by(n.USER_ID).aggregate([([], "count_all")])
     counts = counts.sort_by([("count_all", "descending")])
     return str(counts[n.USER_ID][0].as_py())
@@ -47,8 +48,9 @@ def demo_summary(settings: Settings, user_id: str | None = None) -> None:
     service = store.get_feature_service(n.PROFILE_V1)
     user_id = user_id or most_active_user(settings)
     started = time.perf_counter()
-    online = store.get_online_features(features=service, entity_rows=[{n.USER_ID: user_id}],
-                                       full_feature_names=True).to_dict()
+    online = store.get_online_features(
+        features=service, entity_rows=[{n.USER_ID: user_id}], full_feature_names=True
+    ).to_dict()
     took_ms = (time.perf_counter() - started) * 1000
     served = [k for k in online if k != n.USER_ID]
     views = ", ".join(p.name for p in service.feature_view_projections)

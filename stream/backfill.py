@@ -32,8 +32,13 @@ def _count_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
 
 
-def run_backfill(events_path: Path, offline_dir: Path, dead_letter_dir: Path,
-                 batch_rows: int = 20_000, progress: bool = True) -> BackfillReport:
+def run_backfill(
+    events_path: Path,
+    offline_dir: Path,
+    dead_letter_dir: Path,
+    batch_rows: int = 20_000,
+    progress: bool = True,
+) -> BackfillReport:
     """Recompute every feature view from ``events_path`` and swap it into ``offline_dir``.
 
     Rows are written to a staging folder first; the previous offline store is replaced only

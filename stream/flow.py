@@ -47,8 +47,9 @@ def build_flow(
         from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
 
         s = get_settings()
-        source = source or EventLogSource(s.canonical_dir / s.dataset / "events.parquet",
-                                          batch_rows=s.backfill_batch_rows)
+        source = source or EventLogSource(
+            s.canonical_dir / s.dataset / "events.parquet", batch_rows=s.backfill_batch_rows
+        )
         sink = sink or OfflineParquetSink(s.offline_dir)
         dead_letter_sink = dead_letter_sink or DeadLetterParquetSink(s.data_dir / "dead_letters")
     params = params or default_params()
@@ -62,8 +63,7 @@ def build_flow(
     user_rows = op.stateful_map("user_features", by_user, partial(user_features, params=params))
     by_item = op.key_on("key_by_item", events, lambda e: e.item_id)
     item_rows = op.stateful_map("item_features", by_item, item_features)
-    rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows),
-                       _flatten_rows)
+    rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows), _flatten_rows)
     op.output("feature_rows", rows, sink)
     op.output("dead_letters", split.falses, dead_letter_sink)
     return flow

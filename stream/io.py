@@ -19,16 +19,24 @@ from core import names as n
 from core.schema import feature_row_schema
 from stream.steps import DeadLetter, FeatureRow
 
-DEAD_LETTER_SCHEMA = pa.schema([
-    pa.field("reason", pa.string()),
-    pa.field("raw", pa.string()),
-    pa.field("seen_at", pa.timestamp("us", tz="UTC")),
-])
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("seen_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
-    def __init__(self, path: Path, offset: int, batch_rows: int, speed: float | None,
-                 progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        batch_rows: int,
+        speed: float | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         self._offset = offset
         self._batch_rows = batch_rows
         self._speed = speed
@@ -90,8 +98,13 @@ class EventLogSource(FixedPartitionedSource[dict[str, Any], int]):
     minute. Resume state is the row offset, so a recovered run continues where it stopped.
     """
 
-    def __init__(self, path: Path, batch_rows: int = 20_000, speed: float | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        batch_rows: int = 20_000,
+        speed: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.path = Path(path)
@@ -102,10 +115,10 @@ class EventLogSource(FixedPartitionedSource[dict[str, Any], int]):
     def list_parts(self) -> list[str]:
         return [self.path.name]
 
-    def build_part(self, step_id: str, for_part: str,
-                   resume_state: int | None) -> _ReplayPartition:
-        return _ReplayPartition(self.path, resume_state or 0, self.batch_rows, self.speed,
-                                self.progress)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
+        return _ReplayPartition(
+            self.path, resume_state or 0, self.batch_rows, self.speed, self.progress
+        )
 
 
 def _part_name(prefix: str, first_key: str, last_key: str, count: int) -> str:
@@ -181,8 +194,7 @@ class OfflineParquetSink(DynamicSink[FeatureRow]):
         self.root = Path(root)
         self.rows_per_file = rows_per_file
 
-    def build(self, step_id: str, worker_index: int,
-              worker_count: int) -> _OfflinePartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OfflinePartition:
         return _OfflinePartition(self.root, worker_index, self.rows_per_file)
 
 
@@ -194,14 +206,20 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
 
     def write_batch(self, items: list[DeadLetter]) -> None:
         now = datetime.now(UTC)
-        self._rows.extend({"reason": d.reason, "raw": json.dumps(d.raw, default=str),
-                           "seen_at": now} for d in items)
+        self._rows.extend(
+            {"reason": d.reason, "raw": json.dumps(d.raw, default=str), "seen_at": now}
+            for d in items
+        )
 
     def close(self) -> None:
         if self._rows:
             table = pa.Table.from_pylist(self._rows, schema=DEAD_LETTER_SCHEMA)
-            name = _part_name(f"dead-w{self._worker}", self._rows[0]["raw"],
-                              self._rows[-1]["raw"], len(self._rows))
+            name = _part_name(
+                f"dead-w{self._worker}",
+                self._rows[0]["raw"],
+                self._rows[-1]["raw"],
+                len(self._rows),
+            )
             write_parquet_atomic(table, self._root / name)
             self._rows = []
 
@@ -212,6 +230,5 @@ class DeadLetterParquetSink(DynamicSink[DeadLetter]):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def build(self, step_id: str, worker_index: int,
-              worker_count: int) -> _DeadLetterPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         return _DeadLetterPartition(self.root, worker_index)

@@ -89,8 +89,15 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         return DeadLetter(f"value is not a number: {value!r}", raw)
     if math.isnan(value):
         value = 1.0
-    return Event(ids[n.USER_ID], ids[n.ITEM_ID], etype.lower(), ts_us, value,
-                 _opt_str(raw.get(n.SESSION_ID)), _opt_str(raw.get(n.CATEGORY_ID)))
+    return Event(
+        ids[n.USER_ID],
+        ids[n.ITEM_ID],
+        etype.lower(),
+        ts_us,
+        value,
+        _opt_str(raw.get(n.SESSION_ID)),
+        _opt_str(raw.get(n.CATEGORY_ID)),
+    )
 
 
 @dataclass
@@ -207,7 +214,7 @@ def user_features(
         if event.item_id in state.recent:
             state.recent.remove(event.item_id)
         state.recent.insert(0, event.item_id)
-        del state.recent[params.recent_items_n:]
+        del state.recent[params.recent_items_n :]
     state.last_ts_us = now
     ts, created = _stamps(now, state.seq)
     key = {n.USER_ID: event.user_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created}
@@ -235,7 +242,9 @@ def item_features(state: ItemState | None, event: Event) -> tuple[ItemState, lis
     buys = counts[n.count_feature(n.EventType.PURCHASE, "7d")]
     ts, created = _stamps(now, state.seq)
     row = {
-        n.ITEM_ID: event.item_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created,
+        n.ITEM_ID: event.item_id,
+        n.EVENT_TIMESTAMP: ts,
+        n.CREATED_TIMESTAMP: created,
         **counts,
         n.EVENTS_TOTAL: state.counts.total,
         n.CONVERSION_7D: buys / views if views else 0.0,

@@ -9,7 +9,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -37,8 +36,9 @@ class FeastProject:
 
 
 @pytest.fixture(scope="session")
-def feast_project(tmp_path_factory: pytest.TempPathFactory,
-                  redis_server: RedisServer) -> Iterator[FeastProject]:
+def feast_project(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[FeastProject]:
     """A fresh Feast project over a real slice of Online Retail: imported, backfilled by the
     Bytewax dataflow, applied with the real `feast` CLI, materialized into the test Redis."""
     from core.feast_store import materialize, open_store
@@ -64,10 +64,19 @@ def feast_project(tmp_path_factory: pytest.TempPathFactory,
                 break
             dst.write(line)
     import_online_retail(sliced).write(settings.canonical_dir / "online-retail")
-    run_backfill(settings.canonical_dir / "online-retail" / "events.parquet",
-                 settings.offline_dir, data_dir / "dead_letters", progress=False)
-    subprocess.run([sys.executable, "-m", "core.cli", "feast", "apply"], check=True,
-                   env={**os.environ}, cwd=ROOT, capture_output=True)
+    run_backfill(
+        settings.canonical_dir / "online-retail" / "events.parquet",
+        settings.offline_dir,
+        data_dir / "dead_letters",
+        progress=False,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "core.cli", "feast", "apply"],
+        check=True,
+        env={**os.environ},
+        cwd=ROOT,
+        capture_output=True,
+    )
     materialize(open_store(settings), settings)
     yield FeastProject(settings, redis_server)
     for key, value in saved.items():

@@ -16,7 +16,8 @@ def latest_offline(settings, view):
     frame = ds.dataset(settings.offline_dir / view, format="parquet").to_table().to_pandas()
     frame = frame.sort_values([n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP], kind="stable")
     return frame.drop_duplicates(n.VIEW_ENTITY_KEY[view], keep="last").set_index(
-        n.VIEW_ENTITY_KEY[view])
+        n.VIEW_ENTITY_KEY[view]
+    )
 
 
 def same(a, b):
@@ -46,8 +47,9 @@ def test_online_values_equal_latest_offline_values(feast_project):
 
 def test_unknown_entity_reads_back_empty(feast_project):
     store = open_store(feast_project.settings)
-    online = store.get_online_features(features=[f"{n.USER_BEHAVIOR}:{n.EVENTS_TOTAL}"],
-                                       entity_rows=[{n.USER_ID: "no-such-user"}]).to_dict()
+    online = store.get_online_features(
+        features=[f"{n.USER_BEHAVIOR}:{n.EVENTS_TOTAL}"], entity_rows=[{n.USER_ID: "no-such-user"}]
+    ).to_dict()
     assert online[n.EVENTS_TOTAL] == [None]
 
 
@@ -60,11 +62,20 @@ def test_historical_features_are_point_in_time_correct(feast_project):
     # Probe each user just before their first event, at event times, and between events.
     moments = history[[n.USER_ID, n.EVENT_TIMESTAMP]].drop_duplicates()
     later = moments.assign(event_timestamp=moments[n.EVENT_TIMESTAMP] + pd.Timedelta("30min"))
-    probes = pd.concat([
-        pd.DataFrame({n.USER_ID: first.index, n.EVENT_TIMESTAMP: first - pd.Timedelta("1s")}),
-        moments.sample(min(60, len(moments)), random_state=1),
-        later.sample(min(60, len(later)), random_state=2),
-    ], ignore_index=True).drop_duplicates().astype({n.USER_ID: object})
+    probes = (
+        pd.concat(
+            [
+                pd.DataFrame(
+                    {n.USER_ID: first.index, n.EVENT_TIMESTAMP: first - pd.Timedelta("1s")}
+                ),
+                moments.sample(min(60, len(moments)), random_state=1),
+                later.sample(min(60, len(later)), random_state=2),
+            ],
+            ignore_index=True,
+        )
+        .drop_duplicates()
+        .astype({n.USER_ID: object})
+    )
     store = open_store(settings)
     got = store.get_historical_features(
         entity_df=probes,

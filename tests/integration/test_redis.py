@@ -21,8 +21,13 @@ def test_cli_redis_up_status_down_keeps_data(tmp_path):
     env = {**os.environ, "IG_DATA_DIR": str(tmp_path), "IG_REDIS_PORT": str(free_port())}
 
     def ig(*args):
-        return subprocess.run([sys.executable, "-m", "core.cli", "redis", *args], env=env,
-                              cwd=ROOT, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "core.cli", "redis", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
 
     assert "started" in ig("up").stdout
     server = RedisServer(int(env["IG_REDIS_PORT"]), tmp_path / "redis")

@@ -49,31 +49,42 @@ def test_import_online_retail_rejects_each_quirk_with_a_reason(tmp_path):
     assert result.events[n.VALUE].tolist() == [6.0, 6.0, 2.0]
     lantern = result.items.set_index(n.ITEM_ID).loc["71053"]
     assert (lantern[n.TITLE], lantern[n.CATEGORY], lantern[n.CATEGORY_DERIVED]) == (
-        "WHITE METAL LANTERN", "lantern", True)
+        "WHITE METAL LANTERN",
+        "lantern",
+        True,
+    )
 
 
 def test_import_writes_tables_and_summary(tmp_path):
     result = import_online_retail(_retail_file(tmp_path))
     summary = result.write(tmp_path / "out")
     assert summary["events"] == 3 and summary["rejected"] == 4
-    assert pd.read_parquet(tmp_path / "out" / "rejected.parquet")["raw"].str.contains(
-        "C536379").sum() == 1
+    assert (
+        pd.read_parquet(tmp_path / "out" / "rejected.parquet")["raw"].str.contains("C536379").sum()
+        == 1
+    )
 
 
 def test_canonicalize_rejects_bad_rows_and_sorts_by_time():
-    frame = pd.DataFrame({
-        n.USER_ID: ["u1", None, "u3", "u4", "u5", "u6"],
-        n.ITEM_ID: ["i1", "i2", "i3", "i4", "i5", "i6"],
-        n.EVENT_TYPE: ["VIEW", "view", "teleport", "cart", "purchase", "fav"],
-        n.EVENT_TIMESTAMP: pd.to_datetime(
-            ["2020-01-02", "2020-01-01", "2020-01-01", None, "2200-01-01", "2020-01-01"],
-            utc=True),
-        n.VALUE: ["1", "2", "3", "4", "5", "x"],
-    })
+    frame = pd.DataFrame(
+        {
+            n.USER_ID: ["u1", None, "u3", "u4", "u5", "u6"],
+            n.ITEM_ID: ["i1", "i2", "i3", "i4", "i5", "i6"],
+            n.EVENT_TYPE: ["VIEW", "view", "teleport", "cart", "purchase", "fav"],
+            n.EVENT_TIMESTAMP: pd.to_datetime(
+                ["2020-01-02", "2020-01-01", "2020-01-01", None, "2200-01-01", "2020-01-01"],
+                utc=True,
+            ),
+            n.VALUE: ["1", "2", "3", "4", "5", "x"],
+        }
+    )
     events, rejected = canonicalize(frame, frame.copy(), now=datetime(2024, 1, 1, tzinfo=UTC))
     assert rejected["reason"].tolist() == [
-        "missing user_id", "unknown event_type", "bad or missing event_timestamp",
-        "event_timestamp in the future", "value is not a number",
+        "missing user_id",
+        "unknown event_type",
+        "bad or missing event_timestamp",
+        "event_timestamp in the future",
+        "value is not a number",
     ]
     assert events[n.EVENT_TYPE].tolist() == ["view"]
 
@@ -93,9 +104,11 @@ def test_import_event_log_names_missing_columns(tmp_path):
 
 def test_import_event_log_reads_canonical_csv(tmp_path):
     path = tmp_path / "shop.csv"
-    path.write_text("user_id,item_id,event_type,event_timestamp,category_id\n"
-                    "u1,i1,view,2024-01-01T10:00:00Z,shoes\n"
-                    "u1,i2,buy,2024-01-01T10:01:00Z,shoes\n")
+    path.write_text(
+        "user_id,item_id,event_type,event_timestamp,category_id\n"
+        "u1,i1,view,2024-01-01T10:00:00Z,shoes\n"
+        "u1,i2,buy,2024-01-01T10:01:00Z,shoes\n"
+    )
     result = import_event_log(path)
     assert result.dataset == "shop"
     assert result.events[n.ITEM_ID].tolist() == ["i1"]

@@ -9,13 +9,22 @@ PARAMS = FeatureParams(recent_items_n=3, top_categories_n=2, affinity_half_life_
 
 
 def raw(user, item, etype, t, cat="c"):
-    return {n.USER_ID: user, n.ITEM_ID: item, n.EVENT_TYPE: etype, n.EVENT_TIMESTAMP: t,
-            n.CATEGORY_ID: cat}
+    return {
+        n.USER_ID: user,
+        n.ITEM_ID: item,
+        n.EVENT_TYPE: etype,
+        n.EVENT_TIMESTAMP: t,
+        n.CATEGORY_ID: cat,
+    }
 
 
 def test_flow_emits_rows_per_view_and_routes_dead_letters():
-    events = [raw("u1", "i1", "view", 10), {"user_id": "u1"}, raw("u1", "i2", "cart", 20),
-              raw("u2", "i1", "purchase", 30)]
+    events = [
+        raw("u1", "i1", "view", 10),
+        {"user_id": "u1"},
+        raw("u1", "i2", "cart", 20),
+        raw("u2", "i1", "purchase", 30),
+    ]
     rows, dead = [], []
     run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), PARAMS))
     assert [d.reason for d in dead] == ["missing item_id"]
@@ -24,14 +33,24 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
     for view, row in rows:
         by_view.setdefault(view, []).append(row)
     assert [r[n.RECENT_ITEMS] for r in by_view[n.USER_INTEREST] if r[n.USER_ID] == "u1"] == [
-        ["i1"], ["i2", "i1"]]
+        ["i1"],
+        ["i2", "i1"],
+    ]
     item_rows = [r for r in by_view[n.ITEM_STATS] if r[n.ITEM_ID] == "i1"]
     assert [(r["views_24h"], r["purchases_24h"]) for r in item_rows] == [(1, 0), (1, 1)]
     u2 = [r for r in by_view[n.USER_BEHAVIOR] if r[n.USER_ID] == "u2"]
-    assert u2 == [{n.USER_ID: "u2", n.EVENT_TIMESTAMP: 30_000_000,
-                   n.CREATED_TIMESTAMP: 30_000_001 - 86_400_000_000, **dict.fromkeys(n.USER_BEHAVIOR_FEATURES, 0),
-                   "purchases_1h": 1, "purchases_24h": 1, "purchases_7d": 1,
-                   n.EVENTS_TOTAL: 1}]
+    assert u2 == [
+        {
+            n.USER_ID: "u2",
+            n.EVENT_TIMESTAMP: 30_000_000,
+            n.CREATED_TIMESTAMP: 30_000_001 - 86_400_000_000,
+            **dict.fromkeys(n.USER_BEHAVIOR_FEATURES, 0),
+            "purchases_1h": 1,
+            "purchases_24h": 1,
+            "purchases_7d": 1,
+            n.EVENTS_TOTAL: 1,
+        }
+    ]
 
 
 def test_supersede_keeps_latest_version_per_entity_and_time():

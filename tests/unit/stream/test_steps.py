@@ -36,15 +36,29 @@ def test_parse_event_accepts_iso_datetime_and_unix_seconds():
     [
         ("not a dict", "event is not an object"),
         ({n.ITEM_ID: "i", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: 1}, "missing user_id"),
-        ({n.USER_ID: "u", n.ITEM_ID: "", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: 1},
-         "missing item_id"),
-        ({n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "teleport", n.EVENT_TIMESTAMP: 1},
-         "unknown event_type 'teleport'"),
+        (
+            {n.USER_ID: "u", n.ITEM_ID: "", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: 1},
+            "missing item_id",
+        ),
+        (
+            {n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "teleport", n.EVENT_TIMESTAMP: 1},
+            "unknown event_type 'teleport'",
+        ),
         ({n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "view"}, "missing event_timestamp"),
-        ({n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: "soon"},
-         "bad event_timestamp"),
-        ({n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: 1,
-          n.VALUE: "lots"}, "value is not a number"),
+        (
+            {n.USER_ID: "u", n.ITEM_ID: "i", n.EVENT_TYPE: "view", n.EVENT_TIMESTAMP: "soon"},
+            "bad event_timestamp",
+        ),
+        (
+            {
+                n.USER_ID: "u",
+                n.ITEM_ID: "i",
+                n.EVENT_TYPE: "view",
+                n.EVENT_TIMESTAMP: 1,
+                n.VALUE: "lots",
+            },
+            "value is not a number",
+        ),
     ],
 )
 def test_parse_event_dead_letters_carry_reason(raw, reason):
@@ -97,9 +111,17 @@ def test_user_features_emit_both_views_with_recent_items_distinct():
     assert behavior["purchases_1h"] == 4 and behavior[n.EVENTS_TOTAL] == 4
     assert interest[n.TOP_CATEGORIES] == ["c1"]
     assert behavior[n.EVENT_TIMESTAMP] == 3 * US
-    assert behavior[n.EVENT_TIMESTAMP] - 86_400 * US < behavior[n.CREATED_TIMESTAMP] < behavior[n.EVENT_TIMESTAMP]
-    assert set(behavior) == {n.USER_ID, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP,
-                             *n.USER_BEHAVIOR_FEATURES}
+    assert (
+        behavior[n.EVENT_TIMESTAMP] - 86_400 * US
+        < behavior[n.CREATED_TIMESTAMP]
+        < behavior[n.EVENT_TIMESTAMP]
+    )
+    assert set(behavior) == {
+        n.USER_ID,
+        n.EVENT_TIMESTAMP,
+        n.CREATED_TIMESTAMP,
+        *n.USER_BEHAVIOR_FEATURES,
+    }
 
 
 def test_item_features_conversion_over_seven_days():
@@ -109,5 +131,4 @@ def test_item_features_conversion_over_seven_days():
     assert view == n.ITEM_STATS
     assert row["views_7d"] == 4 and row["purchases_30d"] == 1
     assert row[n.CONVERSION_7D] == 0.25
-    assert set(row) == {n.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP,
-                        *n.ITEM_STATS_FEATURES}
+    assert set(row) == {n.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP, *n.ITEM_STATS_FEATURES}

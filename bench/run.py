@@ -1,0 +1,187 @@
+"""Benchmarks -> bench/results/latest.json (flat JSON: one key per figure, plus machine and sha).
+
+Self-contained: starts its own redis-server on a free port, builds a fresh Feast project from
+the configured dataset in a temporary folder, and measures, in the same run:
+- Feast ``get_online_features`` latency for 1 and 100 users (feature service profile_v1), and
+- the physical floor: the same Redis hashes and fields read straight with redis-py HMGET;
+- backfill throughput of the Bytewax dataflow (events/second).
+Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import names as n  # noqa: E402
+from core.redis_server import RedisServer, free_port  # noqa: E402
+from core.settings import get_settings  # noqa: E402
+
+CALLS = 300
+
+
+def percentiles(samples_s: list[float]) -> tuple[float, float]:
+    ms = np.asarray(samples_s) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def timed(fn, batches: list[list[str]], warmup: int = 20) -> list[float]:
+    """Seconds per call of ``fn(batch)`` over ``batches`` (the first ``warmup`` not kept)."""
+    out = []
+    for i, batch in enumerate(batches):
+        t = time.perf_counter()
+        fn(batch)
+        if i >= warmup:
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build_project(workdir: Path, redis: RedisServer) -> dict[str, float]:
+    """Import, backfill (timed), apply and materialize a fresh project under ``workdir``."""
+    os.environ.update(
+        {
+            "IG_DATA_DIR": str(workdir),
+            "IG_REDIS_PORT": str(redis.port),
+            "IG_FEAST_PROJECT": f"bench_{uuid.uuid4().hex[:8]}",
+        }
+    )
+    get_settings.cache_clear()
+    s = get_settings()
+    from core.importers import import_dataset
+    from stream.backfill import run_backfill
+
+    import_dataset(s.dataset, s.shared_data_dir).write(s.canonical_dir / s.dataset)
+    report = run_backfill(
+        s.canonical_dir / s.dataset / "events.parquet",
+        s.offline_dir,
+        workdir / "dead_letters",
+        batch_rows=s.backfill_batch_rows,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "core.cli", "feast", "apply"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    from core.feast_store import materialize, open_store
+
+    materialize(open_store(s), s)
+    return {
+        "backfill_events": report.events,
+        "backfill_seconds": round(report.seconds, 3),
+        "backfill_events_per_s": round(report.events_per_s, 1),
+    }
+
+
+def online_latency(redis: RedisServer) -> dict[str, float]:
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from core.feast_store import open_store
+
+    s = get_settings()
+    store = open_store(s)
+    service = store.get_feature_service(n.PROFILE_V1)
+    store.get_online_features(  # warm the registry cache
+        features=service, entity_rows=[{n.USER_ID: "x"}]
+    )
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(s.canonical_dir / s.dataset / "users.parquet")[n.USER_ID].to_pylist()
+    rng = random.Random(7)
+    views = [n.USER_BEHAVIOR, n.USER_INTEREST]
+    fields = [_mmh3(f"{v}:{f}") for v in views for f in n.VIEW_FEATURES[v]]
+    fields += [f"_ts:{v}".encode() for v in views]
+    client = redis.client()
+    version = store.config.entity_key_serialization_version
+
+    def redis_key(user: str) -> bytes:
+        key = EntityKey(join_keys=[n.USER_ID], entity_values=[Value(string_val=user)])
+        return _redis_key(s.feast_project, key, version)
+
+    assert client.hmget(redis_key(ids[0]), fields)[0] is not None, "materialize wrote nothing"
+    out: dict[str, float] = {"features_per_user": len(fields) - len(views)}
+    gc.collect()
+    gc.freeze()  # keep Feast's ~300k start-up objects out of every later GC pass
+    for size in (1, 100):
+        batches = [rng.sample(ids, size) for _ in range(CALLS + 20)]
+        feast_s = timed(
+            lambda users: store.get_online_features(
+                features=service, entity_rows=[{n.USER_ID: u} for u in users]
+            ),
+            batches,
+        )
+
+        def floor(users: list[str]) -> None:
+            pipe = client.pipeline(transaction=False)
+            for u in users:
+                pipe.hmget(redis_key(u), fields)
+            pipe.execute()
+
+        floor_s = timed(floor, batches)
+        f50, f99 = percentiles(feast_s)
+        r50, r99 = percentiles(floor_s)
+        out |= {
+            f"feast_online_p50_ms_{size}": round(f50, 3),
+            f"feast_online_p99_ms_{size}": round(f99, 3),
+            f"redis_floor_p50_ms_{size}": round(r50, 3),
+            f"redis_floor_p99_ms_{size}": round(r99, 3),
+            f"feast_over_floor_p50_{size}": round(f50 / r50, 2),
+        }
+    return out
+
+
+def main() -> int:
+    results: dict[str, object] = {
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu "
+        f"python {platform.python_version()}",
+        "git_sha": git_sha(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": get_settings().dataset,
+        "calls_per_figure": CALLS,
+    }
+    with tempfile.TemporaryDirectory(prefix="ig-bench-") as tmp:
+        redis = RedisServer(free_port(), Path(tmp) / "redis")
+        proc = redis.start(daemonize=False)
+        try:
+            results |= build_project(Path(tmp), redis)
+            results |= online_latency(redis)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+    out = ROOT / "bench" / "results" / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
