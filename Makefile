@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install redis-up redis-down import backfill apply materialize summary demo \
+.PHONY: help install redis-up redis-down import backfill apply materialize summary train demo \
         test test-unit test-integration bench lint format clean
 
 help: ## list every target
@@ -44,10 +44,13 @@ apply: install ## feast apply (registers entities, views, services from feature_
 materialize: install redis-up ## load the latest offline features into Redis (Feast)
 	$(IG) materialize
 
+train: install ## train LightGCN + baselines + text cold start + ranker -> artifacts/latest
+	$(IG) train $(TRAIN_ARGS)
+
 summary: install ## print rows per table and one user's online features read through Feast
 	$(IG) summary
 
-demo: install redis-up import backfill apply materialize summary ## the whole job on the shipped defaults
+demo: install redis-up import backfill apply materialize summary train ## the whole job on the shipped defaults
 
 test: install ## unit + integration tests (integration starts its own redis-server)
 	$(PY) -m pytest

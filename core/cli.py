@@ -143,6 +143,35 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.lightgcn import LightGCNConfig
+    from models.train import TrainConfig, train
+
+    s = get_settings()
+    cfg = TrainConfig(
+        dataset=args.dataset or s.dataset,
+        split=args.split,
+        seed=args.seed,
+        ranker=not args.no_ranker,
+    )
+    gcn = LightGCNConfig(
+        embedding_dim=args.dim,
+        num_layers=args.layers,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        seed=args.seed,
+    )
+    if not (s.canonical_dir / cfg.dataset / "events.parquet").exists():
+        print(
+            f"no canonical data for {cfg.dataset}: run `ig import --dataset {cfg.dataset}`",
+            file=sys.stderr,
+        )
+        return 2
+    train(s, cfg, gcn)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the demo built and read one user back")
     p.add_argument("--user", help="user_id to read back (default: the most active user)")
     p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("train", help="train LightGCN, baselines, text cold start, ranker")
+    p.add_argument("--dataset", help="canonical dataset (default: IG_DATASET)")
+    p.add_argument("--split", choices=["time", "leave_last_out"], default="time")
+    p.add_argument("--epochs", type=int, default=40, help="max epochs (early stopping)")
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--batch-size", type=int, default=16384)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ranker", action="store_true", help="skip the Feast ranker step")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

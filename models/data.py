@@ -1,0 +1,103 @@
+"""Interactions from canonical events, id maps, and time-based splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from core import names as n
+
+
+@dataclass(frozen=True)
+class Split:
+    """Event frames of one split, in event-time order."""
+
+    name: str
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+
+def load_events(canonical_dir: Path) -> pd.DataFrame:
+    events = pd.read_parquet(canonical_dir / "events.parquet")
+    if events.empty:
+        raise ValueError(f"{canonical_dir / 'events.parquet'} holds no events")
+    return events
+
+
+def time_split(events: pd.DataFrame, val_frac: float = 0.1, test_frac: float = 0.1) -> Split:
+    """A global time cut: the last ``test_frac`` of events (by time) are test, the
+    ``val_frac`` before them validation, everything earlier train."""
+    ts = events[n.EVENT_TIMESTAMP]
+    t_val, t_test = ts.quantile(1 - val_frac - test_frac), ts.quantile(1 - test_frac)
+    return Split(
+        f"time_cut(val={val_frac},test={test_frac})",
+        events[ts < t_val],
+        events[(ts >= t_val) & (ts < t_test)],
+        events[ts >= t_test],
+    )
+
+
+def leave_last_out(events: pd.DataFrame) -> Split:
+    """Per user: the last distinct-time event is test, the one before it validation."""
+    ordered = events.sort_values([n.USER_ID, n.EVENT_TIMESTAMP], kind="stable")
+    rank = ordered.groupby(n.USER_ID)[n.EVENT_TIMESTAMP].rank(method="dense", ascending=False)
+    return Split(
+        "leave_last_out",
+        ordered[rank > 2],
+        ordered[rank == 2],
+        ordered[rank == 1],
+    )
+
+
+@dataclass
+class IdMap:
+    """Dense indices for string ids (index = position in ``ids``)."""
+
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        self.index = {v: i for i, v in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """Indices of ``values``; -1 for unknown ids."""
+        return values.map(self.index).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def interaction_matrix(
+    events: pd.DataFrame, users: IdMap, items: IdMap, weighted: bool = False
+) -> sp.csr_matrix:
+    """Users x items, 1 per (user, item) seen (or summed behaviour weights)."""
+    u = users.encode(events[n.USER_ID])
+    i = items.encode(events[n.ITEM_ID])
+    keep = (u >= 0) & (i >= 0)
+    if weighted:
+        w = events[n.EVENT_TYPE].map(n.EVENT_WEIGHTS).to_numpy(dtype=np.float32)[keep]
+    else:
+        w = np.ones(int(keep.sum()), dtype=np.float32)
+    m = sp.csr_matrix((w, (u[keep], i[keep])), shape=(len(users), len(items)))
+    m.sum_duplicates()
+    if not weighted:
+        m.data[:] = 1.0
+    return m
+
+
+def ground_truth(
+    events: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix
+) -> dict[int, set[int]]:
+    """Per known user: the known items they interacted with that they had not seen before."""
+    u = users.encode(events[n.USER_ID])
+    i = items.encode(events[n.ITEM_ID])
+    truth: dict[int, set[int]] = {}
+    for uu, ii in zip(u, i, strict=True):
+        if uu < 0 or ii < 0 or seen[uu, ii]:
+            continue
+        truth.setdefault(int(uu), set()).add(int(ii))
+    return truth

@@ -1,0 +1,160 @@
+"""Retrieval GNN: PyG's LightGCN over the user-interest graph, trained with BPR.
+
+The graph is homogeneous for LightGCN: users [0, U), items [U, U+I) and, optionally,
+categories [U+I, U+I+C). It is handed to PyG as one pre-normalised sparse adjacency
+(D^-1/2 A D^-1/2), which computes the same embeddings as an edge list, several times faster
+per step on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.nn import LightGCN
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class LightGCNConfig:
+    embedding_dim: int = 64
+    num_layers: int = 3
+    lr: float = 5e-3
+    batch_size: int = 4096
+    lambda_reg: float = 1e-4
+    max_epochs: int = 60
+    patience: int = 5
+    use_categories: bool = True
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def normalized_adjacency(
+    user_item: sp.csr_matrix,
+    item_category: sp.csr_matrix | None = None,
+    item_item: sp.csr_matrix | None = None,
+) -> torch.Tensor:
+    """Symmetric normalised adjacency [N, N] (torch sparse CSR) of the interest graph.
+
+    ``item_item`` (optional, [I, I]) adds co-interaction edges between items.
+    """
+    n_users, n_items = user_item.shape
+    blocks: list[list[sp.spmatrix | None]] = [[None, user_item], [user_item.T, item_item]]
+    if item_category is not None:
+        n_cats = item_category.shape[1]
+        blocks[0].append(sp.csr_matrix((n_users, n_cats)))
+        blocks[1].append(item_category)
+        blocks.append([sp.csr_matrix((n_cats, n_users)), item_category.T, None])
+    adj = sp.bmat(blocks, format="csr", dtype=np.float32)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv_sqrt = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0).astype(np.float32)
+    norm = sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
+    norm = norm.tocsr()
+    return torch.sparse_csr_tensor(  # type: ignore[call-overload]
+        torch.from_numpy(norm.indptr.astype(np.int64)),
+        torch.from_numpy(norm.indices.astype(np.int64)),
+        torch.from_numpy(norm.data.astype(np.float32)),
+        size=norm.shape,
+    )
+
+
+class InterestGCN:
+    """LightGCN (PyG) plus the bookkeeping to train and score users x items."""
+
+    def __init__(
+        self, n_users: int, n_items: int, n_categories: int, config: LightGCNConfig
+    ) -> None:
+        self.n_users, self.n_items, self.n_categories = n_users, n_items, n_categories
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.model = LightGCN(
+            n_users + n_items + n_categories,
+            config.embedding_dim,
+            config.num_layers,
+            normalize=False,
+        )
+
+    def embeddings(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagated (users [U, D], items [I, D])."""
+        out = self.model.get_embedding(adj)
+        return out[: self.n_users], out[self.n_users : self.n_users + self.n_items]
+
+    def fit(
+        self,
+        user_item: sp.csr_matrix,
+        adj: torch.Tensor,
+        validate: Callable[[InterestGCN], float] | None = None,
+        epochs: int | None = None,
+        desc: str = "lightgcn",
+    ) -> dict[str, list[float]]:
+        """BPR with one uniformly sampled negative item per observed (user, item) pair.
+
+        With ``validate`` (returns NDCG on validation) training stops early and keeps the best
+        epoch's weights; otherwise it runs exactly ``epochs`` epochs.
+        """
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed)
+        coo = user_item.tocoo()
+        users = torch.from_numpy(coo.row.astype(np.int64))
+        items = torch.from_numpy(coo.col.astype(np.int64))
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        n_epochs = epochs or cfg.max_epochs
+        history: dict[str, list[float]] = {"loss": [], "val_ndcg@20": [], "epoch_seconds": []}
+        best, best_state, waited = -math.inf, None, 0
+        steps = math.ceil(len(users) / cfg.batch_size)
+        bar = tqdm(range(n_epochs), desc=desc, unit="epoch")
+        for _epoch in bar:
+            started = time.perf_counter()
+            self.model.train()
+            perm = torch.randperm(len(users), generator=gen)
+            total = 0.0
+            for step in range(steps):
+                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                u, pos = users[idx], items[idx] + self.n_users
+                neg = torch.randint(0, self.n_items, (len(idx),), generator=gen) + self.n_users
+                emb = self.model.get_embedding(adj)
+                pos_rank = (emb[u] * emb[pos]).sum(-1)
+                neg_rank = (emb[u] * emb[neg]).sum(-1)
+                node_id = torch.cat([u, pos, neg])
+                loss = self.model.recommendation_loss(
+                    pos_rank, neg_rank, node_id=node_id, lambda_reg=cfg.lambda_reg
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            history["loss"].append(total / len(users))
+            history["epoch_seconds"].append(time.perf_counter() - started)
+            if validate is None:
+                continue
+            score = validate(self)
+            history["val_ndcg@20"].append(score)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_ndcg20=f"{score:.4f}")
+            if score > best:
+                best, waited = score, 0
+                best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return history
+
+    @torch.no_grad()
+    def scorer(self, adj: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+        """user indices [B] -> scores [B, I] (dot products of propagated embeddings)."""
+        self.model.eval()
+        users, items = self.embeddings(adj)
+
+        def score(batch: np.ndarray) -> np.ndarray:
+            return (users[torch.as_tensor(batch)] @ items.T).numpy()
+
+        return score

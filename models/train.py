@@ -1,0 +1,333 @@
+"""``make train``: interest graph -> LightGCN + baselines + text cold start + ranker -> artifact.
+
+One run, one split, every model measured on it. Writes ``artifacts/<version>/`` (weights, id
+maps, embeddings, ranker, ``metrics.json``, ``manifest.json``, ``training.png``) and points
+``artifacts/latest`` at it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import resource
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from core import names as n
+from core.settings import ROOT, Settings
+from models.baselines import ItemKNN, Popularity
+from models.data import IdMap, Split, ground_truth, interaction_matrix, leave_last_out, load_events
+from models.data import time_split as global_time_split
+from models.evaluate import evaluate
+from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "online-retail"
+    split: str = "time"  # "time" (global cut) or "leave_last_out"
+    cold_item_frac: float = 0.05  # items held out of the graph entirely (text cold start)
+    inductive_user_frac: float = 0.1  # users held out of the graph (embedded from history)
+    ranker_pairs: int = 3000
+    ranker: bool = True
+    seed: int = 0
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _holdout(values: np.ndarray, frac: float, rng: np.random.Generator) -> set[str]:
+    k = int(round(len(values) * frac))
+    return set(rng.choice(values, k, replace=False).tolist()) if k else set()
+
+
+def user_vectors_from_history(
+    history: sp.csr_matrix, item_emb: torch.Tensor, item_degree: np.ndarray
+) -> torch.Tensor:
+    """Inductive users: LightGCN's one-hop aggregation over the items they touched.
+
+    history [B, I] (0/1), item_emb [I, D], item_degree [I] -> [B, D]
+    """
+    deg_u = np.asarray(history.sum(axis=1)).ravel()
+    norm = (
+        sp.diags(1 / np.sqrt(np.maximum(deg_u, 1)))
+        @ history
+        @ sp.diags(1 / np.sqrt(np.maximum(item_degree, 1)))
+    )
+    return torch.from_numpy(np.asarray(norm @ item_emb.numpy(), dtype=np.float32))
+
+
+def train(
+    settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig, out_root: Path | None = None
+) -> Path:
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    canonical = settings.canonical_dir / cfg.dataset
+    events = load_events(canonical)
+    items_table = pd.read_parquet(canonical / "items.parquet")
+    split: Split = (
+        leave_last_out(events) if cfg.split == "leave_last_out" else global_time_split(events)
+    )
+    history = pd.concat([split.train, split.val])
+
+    titled = items_table[items_table[n.TITLE].fillna("").str.strip().ne("")]
+    warm_candidates = np.array(sorted(set(titled[n.ITEM_ID]) & set(history[n.ITEM_ID])))
+    cold = _holdout(warm_candidates, cfg.cold_item_frac, rng)
+    train_users = np.array(sorted(split.train[n.USER_ID].unique()))
+    inductive = _holdout(train_users, cfg.inductive_user_frac, rng)
+    users = IdMap([u for u in train_users if u not in inductive])
+    items = IdMap(sorted(set(history[n.ITEM_ID]) - cold))
+
+    r_train = interaction_matrix(split.train, users, items)
+    r_hist = interaction_matrix(history, users, items)
+    val_truth = ground_truth(split.val, users, items, r_train)
+    test_truth = ground_truth(split.test, users, items, r_hist)
+    n_items = len(items)
+    print(
+        f"{cfg.dataset}: {len(users)} users, {n_items} items, {r_train.nnz} train / "
+        f"{r_hist.nnz} train+val edges; {len(val_truth)} val / {len(test_truth)} test users; "
+        f"held out {len(cold)} cold items, {len(inductive)} inductive users"
+    )
+
+    metrics: dict[str, object] = {"dataset": cfg.dataset, "split": split.name, "models": {}}
+    models: dict[str, dict[str, float]] = {}
+    models["popularity"] = evaluate(Popularity(r_hist).scores, test_truth, r_hist, n_items)
+    models["itemknn"] = evaluate(ItemKNN(r_hist).scores, test_truth, r_hist, n_items)
+
+    adj_train = normalized_adjacency(r_train)
+    adj_hist = normalized_adjacency(r_hist)
+
+    def fit(layers: int, name: str) -> tuple[InterestGCN, dict[str, list[float]]]:
+        conf = LightGCNConfig(**{**gcn_cfg.as_dict(), "num_layers": layers})
+        model = InterestGCN(len(users), n_items, 0, conf)
+        hist = model.fit(
+            r_train,
+            adj_train,
+            desc=name,
+            validate=lambda m: evaluate(m.scorer(adj_train), val_truth, r_train, n_items)[
+                "ndcg@20"
+            ],
+        )
+        return model, hist
+
+    mf, mf_hist = fit(0, "bpr_mf")
+    models["bpr_mf"] = evaluate(mf.scorer(adj_hist), test_truth, r_hist, n_items)
+    gcn, gcn_hist = fit(gcn_cfg.num_layers, "lightgcn")
+    models["lightgcn"] = evaluate(gcn.scorer(adj_hist), test_truth, r_hist, n_items)
+    metrics["models"] = models
+    with torch.no_grad():
+        user_emb, item_emb = gcn.embeddings(adj_hist)
+
+    # Inductive users: never in the graph, embedded from their train+val history only.
+    ind_users = IdMap(sorted(inductive))
+    ind_hist = interaction_matrix(history, ind_users, items)
+    ind_truth = ground_truth(split.test, ind_users, items, ind_hist)
+    item_degree = np.asarray(r_hist.sum(axis=0)).ravel()
+    ind_vecs = user_vectors_from_history(ind_hist, item_emb, item_degree)
+    metrics["inductive_users"] = {
+        "heldout_from_history": evaluate(
+            lambda b: (ind_vecs[torch.as_tensor(b)] @ item_emb.T).numpy(),
+            ind_truth,
+            ind_hist,
+            n_items,
+        ),
+        "trained": models["lightgcn"],
+    }
+
+    # Cold items: placed in item space by their text alone.
+    cold_ids = sorted(cold)
+    text_vecs, projection = None, None
+    if cold_ids:
+        from models.text import TextEncoder, TextProjection
+
+        titles = items_table.set_index(n.ITEM_ID)[n.TITLE].fillna("")
+        encoder = TextEncoder()
+        text_vecs = encoder.encode([titles.get(i, "") for i in items.ids], progress=True)
+        cold_text = encoder.encode([titles[i] for i in cold_ids])
+        projection = TextProjection.fit(text_vecs, item_emb.numpy())
+        metrics["cold_items"] = cold_item_metrics(
+            cold_ids, projection(cold_text), user_emb, users, items_table, split, r_hist, items, rng
+        )
+    else:
+        metrics["cold_items"] = {"note": "no titled items to hold out"}
+
+    if cfg.ranker:
+        metrics["ranker"] = ranker_metrics(
+            settings, split, users, items, gcn, adj_train, adj_hist, cfg
+        )
+    metrics["epoch_seconds"] = round(float(np.mean(gcn_hist["epoch_seconds"])), 3)
+    metrics["epochs"] = len(gcn_hist["loss"])
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+
+    version = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{cfg.dataset}"
+    out_root = out_root or ROOT / "artifacts"
+    out = out_root / version
+    out.mkdir(parents=True)
+    torch.save(gcn.model.state_dict(), out / "lightgcn.pt")
+    np.save(out / "user_embeddings.npy", user_emb.numpy())
+    np.save(out / "item_embeddings.npy", item_emb.numpy())
+    (out / "users.json").write_text(json.dumps(users.ids))
+    (out / "items.json").write_text(json.dumps(items.ids))
+    if projection is not None and text_vecs is not None:
+        np.save(out / "item_text_embeddings.npy", text_vecs)
+        np.save(out / "text_projection.npy", projection.weight)
+        (out / "cold_items.json").write_text(json.dumps(cold_ids))
+    if isinstance(metrics.get("ranker"), dict) and "model" in metrics["ranker"]:
+        with open(out / "ranker.pkl", "wb") as f:
+            pickle.dump(metrics["ranker"].pop("model"), f)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    plot(out / "training.png", gcn_hist, mf_hist, models)
+    manifest = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_sha": _git_sha(),
+        "feature_service": n.RANKER_V1,
+        "dataset": {
+            "name": cfg.dataset,
+            "events": len(events),
+            "first_event": str(events[n.EVENT_TIMESTAMP].min()),
+            "last_event": str(events[n.EVENT_TIMESTAMP].max()),
+        },
+        "split": split.name,
+        "dims": {
+            "users": len(users),
+            "items": n_items,
+            "embedding": gcn_cfg.embedding_dim,
+            "text": 384 if projection is not None else None,
+        },
+        "hyper_parameters": {"train": asdict(cfg), "lightgcn": gcn_cfg.as_dict()},
+        "metrics": {k: v.get("ndcg@20") for k, v in models.items()},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    latest = out_root / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(version)
+    print_table(metrics)
+    print(f"artifact: {out}")
+    return out
+
+
+def cold_item_metrics(
+    cold_ids, cold_emb, user_emb, users, items_table, split, r_hist, items, rng
+) -> dict[str, dict[str, float]]:
+    """Rank only the cold items for each trained user who touched one in the test period."""
+    cold = IdMap(cold_ids)
+    seen = sp.csr_matrix((len(users), len(cold)))
+    truth = ground_truth(split.test, users, cold, seen)
+    cats = items_table.set_index(n.ITEM_ID)[n.CATEGORY]
+    warm_cat = (
+        pd.Series(np.asarray(r_hist.sum(axis=0)).ravel(), index=items.ids)
+        .groupby(cats.reindex(items.ids).fillna(""))
+        .sum()
+    )
+    cat_pop = np.array([warm_cat.get(cats.get(i, ""), 0.0) for i in cold_ids], dtype=np.float32)
+    cold_t = torch.from_numpy(np.asarray(cold_emb, dtype=np.float32))
+    random_scores = rng.random((len(users), len(cold_ids))).astype(np.float32)
+    scorers = {
+        "text_projection": lambda b: (user_emb[torch.as_tensor(b)] @ cold_t.T).numpy(),
+        "category_popularity": lambda b: np.broadcast_to(cat_pop, (len(b), len(cat_pop))),
+        "random": lambda b: random_scores[b],
+    }
+    return {name: evaluate(fn, truth, seen, len(cold_ids)) for name, fn in scorers.items()}
+
+
+def ranker_metrics(settings, split, users, items, gcn, adj_train, adj_hist, cfg):
+    """Point-in-time ranker_v1 features from Feast + GNN score; AUC with and without them."""
+    from sklearn.metrics import roc_auc_score
+
+    from core.feast_store import open_store
+    from models.ranker import (
+        GNN_SCORE,
+        LABEL,
+        Ranker,
+        feature_columns,
+        labelled_pairs,
+        restore_dropped,
+    )
+
+    if not (settings.offline_dir / n.ITEM_STATS).exists():
+        return {"note": "no offline store: run `make backfill apply` first"}
+    store = open_store(settings)
+    service = store.get_feature_service(n.RANKER_V1)
+
+    def frame(events: pd.DataFrame, adj: torch.Tensor, seed: int) -> pd.DataFrame:
+        known = events[events[n.USER_ID].isin(users.index) & events[n.ITEM_ID].isin(items.index)]
+        pairs = labelled_pairs(known, items.ids, cfg.ranker_pairs, seed)
+        with torch.no_grad():
+            u_emb, i_emb = gcn.embeddings(adj)
+        u = torch.as_tensor(users.encode(pairs[n.USER_ID]))
+        i = torch.as_tensor(items.encode(pairs[n.ITEM_ID]))
+        pairs[GNN_SCORE] = (u_emb[u] * i_emb[i]).sum(-1).numpy()
+        got = store.get_historical_features(
+            entity_df=pairs, features=service, full_feature_names=True
+        ).to_df()
+        return restore_dropped(pairs, got)
+
+    fit_on = frame(split.val, adj_train, cfg.seed)
+    test_on = frame(split.test, adj_hist, cfg.seed + 1)
+    cols = [*feature_columns(fit_on), GNN_SCORE]
+    ranker = Ranker(cols).fit(fit_on)
+    return {
+        "auc_with_features": round(ranker.auc(test_on), 4),
+        "auc_without": round(float(roc_auc_score(test_on[LABEL], test_on[GNN_SCORE])), 4),
+        "auc_features_only": round(Ranker(cols[:-1]).fit(fit_on).auc(test_on), 4),
+        "fit_pairs": len(fit_on),
+        "test_pairs": len(test_on),
+        "features": cols,
+        "model": ranker,
+    }
+
+
+def plot(path: Path, gcn_hist, mf_hist, models) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(gcn_hist["val_ndcg@20"], label="LightGCN val NDCG@20")
+    a.plot(mf_hist["val_ndcg@20"], label="BPR-MF val NDCG@20")
+    a.set_xlabel("epoch")
+    a.legend()
+    a.set_title("validation")
+    names = list(models)
+    b.bar(names, [models[m]["ndcg@20"] for m in names])
+    b.set_title("test NDCG@20 (full ranking)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_table(metrics) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{metrics['dataset']} {metrics['split']}")
+    keys = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@20", "coverage@20"]
+    table.add_column("model")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in metrics["models"].items():
+        table.add_row(name, *(f"{m[k]:.4f}" for k in keys))
+    Console().print(table)
