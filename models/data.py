@@ -89,6 +89,24 @@ def interaction_matrix(
     return m
 
 
+def edge_weights(
+    events: pd.DataFrame, users: IdMap, items: IdMap, half_life_days: float
+) -> sp.csr_matrix:
+    """Users x items graph edge weights: log(1 + sum over events of behaviour weight x recency),
+    recency halving every ``half_life_days`` before the last event in ``events``."""
+    u = users.encode(events[n.USER_ID])
+    i = items.encode(events[n.ITEM_ID])
+    keep = (u >= 0) & (i >= 0)
+    ts = events[n.EVENT_TIMESTAMP]
+    age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
+    w = events[n.EVENT_TYPE].map(n.EVENT_WEIGHTS).to_numpy(dtype=np.float64)
+    w = w * 0.5 ** (age_days / half_life_days)
+    m = sp.csr_matrix((w[keep], (u[keep], i[keep])), shape=(len(users), len(items)))
+    m.sum_duplicates()
+    m.data = np.log1p(m.data)
+    return m.astype(np.float32)
+
+
 def ground_truth(
     events: pd.DataFrame, users: IdMap, items: IdMap, seen: sp.csr_matrix
 ) -> dict[int, set[int]]:

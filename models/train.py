@@ -24,7 +24,15 @@ import torch
 from core import names as n
 from core.settings import ROOT, Settings
 from models.baselines import ItemKNN, Popularity
-from models.data import IdMap, Split, ground_truth, interaction_matrix, leave_last_out, load_events
+from models.data import (
+    IdMap,
+    Split,
+    edge_weights,
+    ground_truth,
+    interaction_matrix,
+    leave_last_out,
+    load_events,
+)
 from models.data import time_split as global_time_split
 from models.evaluate import evaluate
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
@@ -38,6 +46,7 @@ class TrainConfig:
     inductive_user_frac: float = 0.1  # users held out of the graph (embedded from history)
     ranker_pairs: int = 3000
     ranker: bool = True
+    edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
     seed: int = 0
 
 
@@ -113,8 +122,11 @@ def train(
     models["popularity"] = evaluate(Popularity(r_hist).scores, test_truth, r_hist, n_items)
     models["itemknn"] = evaluate(ItemKNN(r_hist).scores, test_truth, r_hist, n_items)
 
-    adj_train = normalized_adjacency(r_train)
-    adj_hist = normalized_adjacency(r_hist)
+    # The graph: behaviour-weighted, recency-decayed user-item edges (positives stay binary).
+    adj_train = normalized_adjacency(
+        edge_weights(split.train, users, items, cfg.edge_half_life_days)
+    )
+    adj_hist = normalized_adjacency(edge_weights(history, users, items, cfg.edge_half_life_days))
 
     def fit(layers: int, name: str) -> tuple[InterestGCN, dict[str, list[float]]]:
         conf = LightGCNConfig(**{**gcn_cfg.as_dict(), "num_layers": layers})
