@@ -125,8 +125,9 @@ def test_edge_weights_decay_with_age_and_weigh_behaviour():
     from models.data import edge_weights
 
     day = 86_400
-    ev = events([("a", "x", "purchase", 10 * day), ("a", "y", "view", 10 * day),
-                 ("a", "y", "view", 0)])
+    ev = events(
+        [("a", "x", "purchase", 10 * day), ("a", "y", "view", 10 * day), ("a", "y", "view", 0)]
+    )
     w = edge_weights(ev, IdMap(["a"]), IdMap(["x", "y"]), half_life_days=10).toarray()
     assert w[0, 0] == pytest.approx(np.log1p(5.0))
     assert w[0, 1] == pytest.approx(np.log1p(1.0 + 0.5))
