@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import names as n  # noqa: E402
+from core.provenance import git_sha  # noqa: E402
 from core.redis_server import RedisServer, free_port  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
@@ -49,15 +50,6 @@ def timed(fn, batches: list[list[str]], warmup: int = 20) -> list[float]:
         if i >= warmup:
             out.append(time.perf_counter() - t)
     return out
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def build_project(workdir: Path, redis: RedisServer) -> dict[str, float]:

@@ -23,31 +23,34 @@ def _fields(features: list[str]) -> list[Field]:
     return [Field(name=f, dtype=dtype(f)) for f in features]
 
 
-# ttl=0: no look-back limit. Counts are as of the entity's last event (see README, "Features").
-user_behavior = FeatureView(
-    name=n.USER_BEHAVIOR,
-    entities=[user],
-    ttl=timedelta(0),
-    schema=_fields(n.USER_BEHAVIOR_FEATURES),
-    source=user_behavior_push,
-    online=True,
-    description="Per-user counts of each behaviour over trailing 1h/24h/7d windows.",
+def _view(name: str, entity, source, description: str) -> FeatureView:
+    # ttl=0: no look-back limit. Counts are as of the entity's last event (README, "Features").
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=timedelta(0),
+        schema=_fields(n.VIEW_FEATURES[name]),
+        source=source,
+        online=True,
+        description=description,
+    )
+
+
+user_behavior = _view(
+    n.USER_BEHAVIOR,
+    user,
+    user_behavior_push,
+    "Per-user counts of each behaviour over trailing 1h/24h/7d windows.",
 )
-user_interest = FeatureView(
-    name=n.USER_INTEREST,
-    entities=[user],
-    ttl=timedelta(0),
-    schema=_fields(n.USER_INTEREST_FEATURES),
-    source=user_interest_push,
-    online=True,
-    description="Per-user category affinity (exponential time decay) and last N items.",
+user_interest = _view(
+    n.USER_INTEREST,
+    user,
+    user_interest_push,
+    "Per-user category affinity (exponential time decay) and last N items.",
 )
-item_stats = FeatureView(
-    name=n.ITEM_STATS,
-    entities=[item],
-    ttl=timedelta(0),
-    schema=_fields(n.ITEM_STATS_FEATURES),
-    source=item_stats_push,
-    online=True,
-    description="Per-item popularity over 24h/7d/30d and 7-day purchase/view conversion.",
+item_stats = _view(
+    n.ITEM_STATS,
+    item,
+    item_stats_push,
+    "Per-item popularity over 24h/7d/30d and 7-day purchase/view conversion.",
 )

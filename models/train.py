@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import resource
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from core import names as n
+from core.provenance import git_sha
 from core.settings import ROOT, Settings
 from models.baselines import ItemKNN, Popularity
 from models.data import (
@@ -48,15 +48,6 @@ class TrainConfig:
     ranker: bool = True
     edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
     seed: int = 0
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _peak_rss_mb() -> float:
@@ -212,7 +203,7 @@ def train(
     manifest = {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "feature_service": n.RANKER_V1,
         "dataset": {
             "name": cfg.dataset,
