@@ -202,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="canonical dataset (default: IG_DATASET)")
     p.add_argument("--split", choices=["time", "leave_last_out"], default="time")
     p.add_argument("--epochs", type=int, default=40, help="max epochs (early stopping)")
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-2)
+    p.add_argument(
+        "--no-refit", action="store_true", help="skip the refit on train+val after early stopping"
+    )
     p.add_argument("--batch-size", type=int, default=16384)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ranker", action="store_true", help="skip the Feast ranker step")

@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class LightGCNConfig:
-    embedding_dim: int = 64
+    embedding_dim: int = 256
     num_layers: int = 3
-    lr: float = 5e-3
-    batch_size: int = 4096
+    lr: float = 2e-2
+    batch_size: int = 16384
     lambda_reg: float = 1e-4
     max_epochs: int = 60
     patience: int = 5
