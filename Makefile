@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install redis-up redis-down import backfill apply materialize summary train serve demo \
+.PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo \
         test test-unit test-integration bench lint format clean
 
 help: ## list every target
@@ -46,6 +46,12 @@ materialize: install redis-up ## load the latest offline features into Redis (Fe
 
 train: install ## train LightGCN + baselines + text cold start + ranker -> artifacts/latest
 	$(IG) train $(TRAIN_ARGS)
+
+stream: install redis-up ## run the live feature job (Redis Stream -> Feast online + Parquet)
+	$(IG) stream --recovery-dir data/recovery $(STREAM_ARGS)
+
+replay: install redis-up ## replay the event log onto the event stream (REPLAY_ARGS="--speed 600")
+	$(IG) replay $(REPLAY_ARGS)
 
 serve: install redis-up ## run the API (uvicorn, http://127.0.0.1:8000/docs)
 	$(VENV)/bin/uvicorn api.app:create_app --factory --host 127.0.0.1 --port $${IG_API_PORT:-8000}

@@ -33,6 +33,13 @@ def cmd_redis(args: argparse.Namespace) -> int:
         was_up = server.ping()
         server.start(daemonize=True)
         print(f"{where}: {'already running' if was_up else 'started'}")
+        serving_dir = server.data_dir()
+        if serving_dir and Path(serving_dir) != s.redis_dir.resolve():
+            print(
+                f"warning: the server on port {s.redis_port} keeps its data in {serving_dir}, "
+                "not in this project: set IG_REDIS_PORT to use your own",
+                file=sys.stderr,
+            )
     elif args.action == "down":
         print(f"{where}: {'stopped' if server.stop() else 'was not running'}")
     else:
@@ -172,6 +179,82 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    """Run the live feature job: Redis Stream -> dataflow -> Feast online + Parquet."""
+    import subprocess
+
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.testing import cluster_main
+
+    from stream.live import live_flow
+
+    s = get_settings()
+    addresses = args.addresses.split(",") if args.addresses else []
+    partitions = args.workers * max(len(addresses), 1)
+    flow = live_flow(
+        s, idle_stop_s=args.idle_stop, partitions=partitions, consumer=f"features-{args.process_id}"
+    )
+    recovery = None
+    if args.recovery_dir:
+        recovery_dir = Path(args.recovery_dir)
+        if not any(recovery_dir.glob("part-*.sqlite3")):
+            recovery_dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [sys.executable, "-m", "bytewax.recovery", str(recovery_dir), str(partitions)],
+                check=True,
+            )
+        recovery = RecoveryConfig(recovery_dir)
+    print(
+        f"live features: {s.events_stream} -> Feast {s.feast_project} "
+        f"({args.workers} worker(s), process {args.process_id} of {max(len(addresses), 1)}, "
+        f"recovery {'on' if recovery else 'off'})",
+        flush=True,
+    )
+    cluster_main(
+        flow,
+        addresses,
+        args.process_id,
+        worker_count_per_proc=args.workers,
+        recovery_config=recovery,
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """XADD a canonical event log onto the event bus at a chosen speed factor."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from core.names import EVENT_TIMESTAMP
+    from stream.live import publish, redis_client
+
+    s = get_settings()
+    path = (
+        Path(args.path)
+        if args.path
+        else s.canonical_dir / (args.dataset or s.dataset) / "events.parquet"
+    )
+    client = redis_client(s)
+    sent, started, first_ts = 0, time.monotonic(), None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=500):
+        rows = batch.to_pylist()
+        if args.limit:
+            rows = rows[: args.limit - sent]
+        if args.speed and rows:
+            ts = rows[-1][EVENT_TIMESTAMP].timestamp()
+            first_ts = first_ts if first_ts is not None else rows[0][EVENT_TIMESTAMP].timestamp()
+            delay = (ts - first_ts) / args.speed - (time.monotonic() - started)
+            if delay > 0:
+                time.sleep(delay)
+        publish(client, s.events_stream, rows)
+        sent += len(rows)
+        if args.limit and sent >= args.limit:
+            break
+    print(f"replayed {sent} events from {path} onto {s.events_stream}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ig", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the demo built and read one user back")
     p.add_argument("--user", help="user_id to read back (default: the most active user)")
     p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("stream", help="run the live feature job on the Redis event stream")
+    p.add_argument("-w", "--workers", type=int, default=1, help="workers per process")
+    p.add_argument("-a", "--addresses", help="host:port of every process, comma-separated")
+    p.add_argument("-i", "--process-id", type=int, default=0)
+    p.add_argument("-r", "--recovery-dir", help="Bytewax recovery folder (created if empty)")
+    p.add_argument(
+        "--idle-stop",
+        type=float,
+        default=None,
+        help="stop after this many seconds without events (default: run forever)",
+    )
+    p.set_defaults(func=cmd_stream)
+    p = sub.add_parser("replay", help="XADD an event log onto the event stream")
+    p.add_argument("--dataset", help="canonical dataset to replay (default: IG_DATASET)")
+    p.add_argument("--path", help="an events.parquet in the canonical schema")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="event-time seconds per wall second (default: as fast as possible)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="replay at most this many events")
+    p.set_defaults(func=cmd_replay)
     p = sub.add_parser("train", help="train LightGCN, baselines, text cold start, ranker")
     p.add_argument("--dataset", help="canonical dataset (default: IG_DATASET)")
     p.add_argument("--split", choices=["time", "leave_last_out"], default="time")

@@ -73,6 +73,15 @@ class RedisServer:
         except redis.RedisError:
             return False
 
+    def data_dir(self) -> str | None:
+        """The folder the running server keeps its data in (CONFIG GET dir)."""
+        try:
+            found = self.client(retries=0).config_get("dir")
+        except redis.RedisError:
+            return None
+        value = found.get("dir") or found.get(b"dir")
+        return value.decode() if isinstance(value, bytes) else value
+
     def pid(self) -> int | None:
         try:
             return int(self.pidfile.read_text().strip())

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     affinity_half_life_hours: float = Field(168.0, gt=0)
     backfill_batch_rows: int = Field(20_000, ge=1)
 
+    events_stream: str = Field("ig:events", description="Redis Stream the live job reads.")
+    dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
+    consumer_group: str = "ig-features"
+    stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
+    future_tolerance_s: int = Field(
+        86_400, ge=0, description="Live events later than now + this go to the dead letters."
+    )
+
     @property
     def canonical_dir(self) -> Path:
         return self.data_dir / "canonical"

@@ -2,10 +2,15 @@
 
 events -> parse_event -> (dead letters | events) -> user_features / item_features -> rows
 The same flow backfills from an event log and (with a live source) updates features live.
+Rows leave the flow as ``(source id, (source id, (view, row)))``: the key routes every row of
+one event to the same sink partition, which can then acknowledge the event once all its rows
+are written.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -16,6 +21,7 @@ from bytewax.outputs import Sink
 
 from core.settings import get_settings
 from stream.steps import (
+    US,
     DeadLetter,
     Event,
     FeatureParams,
@@ -31,16 +37,32 @@ def default_params() -> FeatureParams:
     return FeatureParams(s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours)
 
 
-def _flatten_rows(keyed: tuple[str, list[FeatureRow]]) -> list[FeatureRow]:
-    return keyed[1]
+KeyedRow = tuple[str, tuple[str, FeatureRow]]  # (routing key, (source id or key, row))
+
+
+def _tag_rows(step: Callable[[Any, Event], tuple[Any, list[FeatureRow]]]):
+    """Wrap a feature step so its rows carry the event's source id (or user id in backfill)."""
+
+    def mapper(state: Any, event: Event) -> tuple[Any, tuple[str, list[FeatureRow]]]:
+        state, rows = step(state, event)
+        return state, (event.source_id or event.user_id, rows)
+
+    return mapper
+
+
+def _flatten_rows(keyed: tuple[str, tuple[str, list[FeatureRow]]]) -> list[KeyedRow]:
+    """Rows keyed by their event's source id: a live sink sees all rows of one event."""
+    source, rows = keyed[1]
+    return [(source, (source, row)) for row in rows]
 
 
 def build_flow(
     source: Source[Any] | None = None,
-    sink: Sink[FeatureRow] | None = None,
+    sink: Sink[KeyedRow] | None = None,
     dead_letter_sink: Sink[DeadLetter] | None = None,
     params: FeatureParams | None = None,
     flow_id: str = "interest_features",
+    future_tolerance_s: int | None = None,
 ) -> Dataflow:
     """Build the dataflow; defaults replay the configured canonical log into the offline store."""
     if source is None or sink is None or dead_letter_sink is None:
@@ -56,13 +78,22 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     raw = op.input("events", flow, source)
-    parsed = op.map("parse_event", raw, parse_event)
+    parse = parse_event
+    if future_tolerance_s is not None:  # live: "the future" moves with the wall clock
+
+        def parse(item: Any) -> Event | DeadLetter:
+            limit = int((time.time() + future_tolerance_s) * US)
+            return parse_event(item, max_ts_us=limit)
+
+    parsed = op.map("parse_event", raw, parse)
     split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
     events = split.trues
     by_user = op.key_on("key_by_user", events, lambda e: e.user_id)
-    user_rows = op.stateful_map("user_features", by_user, partial(user_features, params=params))
+    user_rows = op.stateful_map(
+        "user_features", by_user, _tag_rows(partial(user_features, params=params))
+    )
     by_item = op.key_on("key_by_item", events, lambda e: e.item_id)
-    item_rows = op.stateful_map("item_features", by_item, item_features)
+    item_rows = op.stateful_map("item_features", by_item, _tag_rows(item_features))
     rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows), _flatten_rows)
     op.output("feature_rows", rows, sink)
     op.output("dead_letters", split.falses, dead_letter_sink)

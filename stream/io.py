@@ -149,15 +149,15 @@ def supersede(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-class _OfflinePartition(StatelessSinkPartition[FeatureRow]):
+class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, FeatureRow]]]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
         self._worker = worker
         self._rows_per_file = rows_per_file
         self._buffers: dict[str, list[dict[str, Any]]] = {}
 
-    def write_batch(self, items: list[FeatureRow]) -> None:
-        for view, row in items:
+    def write_batch(self, items: list[tuple[str, tuple[str, FeatureRow]]]) -> None:
+        for _key, (_source, (view, row)) in items:
             buf = self._buffers.setdefault(view, [])
             buf.append(row)
             if len(buf) >= self._rows_per_file:
@@ -182,7 +182,7 @@ class _OfflinePartition(StatelessSinkPartition[FeatureRow]):
             self._flush(view)
 
 
-class OfflineParquetSink(DynamicSink[FeatureRow]):
+class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, FeatureRow]]]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows per view and writes them as one new file

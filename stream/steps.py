@@ -17,6 +17,10 @@ from core import names as n
 
 US = 1_000_000
 FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
+# Live events carry the id of their Redis Stream entry under this key; a source that could
+# not decode an entry sends {STREAM_ID: id, INVALID: reason} instead.
+STREAM_ID = "_stream_id"
+INVALID = "_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class Event:
     value: float = 1.0
     session_id: str | None = None
     category_id: str | None = None
+    source_id: str | None = None  # the Redis Stream entry id, for live events
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,8 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
     """A canonical event mapping -> :class:`Event`, or a :class:`DeadLetter` saying why not."""
     if not isinstance(raw, Mapping):
         return DeadLetter("event is not an object", raw)
+    if raw.get(INVALID):
+        return DeadLetter(str(raw[INVALID]), raw)
     ids = {}
     for key in (n.USER_ID, n.ITEM_ID):
         ids[key] = _opt_str(raw.get(key))
@@ -97,6 +104,7 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         value,
         _opt_str(raw.get(n.SESSION_ID)),
         _opt_str(raw.get(n.CATEGORY_ID)),
+        _opt_str(raw.get(STREAM_ID)),
     )
 
 
@@ -194,6 +202,10 @@ def _stamps(ts_us: int, seq: int) -> tuple[int, int]:
     sequence, increasing between rows that share an event time.
     """
     return ts_us, ts_us - CREATED_OFFSET_US + seq
+
+
+# Rows each event produces: user_behavior + user_interest (user_features), item_stats.
+ROWS_PER_EVENT = 3
 
 
 def user_features(

@@ -30,7 +30,8 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
     assert [d.reason for d in dead] == ["missing item_id"]
     assert isinstance(dead[0], DeadLetter) and dead[0].raw == {"user_id": "u1"}
     by_view = {}
-    for view, row in rows:
+    for key, (source, (view, row)) in rows:
+        assert key == source == row.get(n.USER_ID, key)  # backfill: keyed by the user id
         by_view.setdefault(view, []).append(row)
     assert [r[n.RECENT_ITEMS] for r in by_view[n.USER_INTEREST] if r[n.USER_ID] == "u1"] == [
         ["i1"],

@@ -132,3 +132,18 @@ def test_item_features_conversion_over_seven_days():
     assert row["views_7d"] == 4 and row["purchases_30d"] == 1
     assert row[n.CONVERSION_7D] == 0.25
     assert set(row) == {n.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP, *n.ITEM_STATS_FEATURES}
+
+
+def test_parse_event_keeps_stream_id_and_reports_undecodable_entries():
+    from stream.steps import INVALID, STREAM_ID
+
+    raw = {
+        n.USER_ID: "u",
+        n.ITEM_ID: "i",
+        n.EVENT_TYPE: "view",
+        n.EVENT_TIMESTAMP: 1,
+        STREAM_ID: "1-0",
+    }
+    assert parse_event(raw).source_id == "1-0"
+    bad = parse_event({STREAM_ID: "2-0", INVALID: "bad JSON: Expecting value"})
+    assert bad.reason == "bad JSON: Expecting value" and bad.raw[STREAM_ID] == "2-0"

@@ -1,0 +1,123 @@
+"""The same dataflow live: Redis Stream -> Feast push + Parquet, equal to a backfill."""
+
+import json
+import os
+import uuid
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from bytewax.testing import run_main
+
+from core import names as n
+from core.feast_store import open_store
+from core.settings import get_settings
+from stream.backfill import run_backfill
+from stream.live import live_flow, publish, redis_client
+
+pytestmark = pytest.mark.integration
+EVENTS = 2_000
+
+
+def visible_rows(folder, view):
+    """Offline rows as Feast sees them: the latest version per (entity, event time)."""
+    key = n.VIEW_ENTITY_KEY[view]
+    frame = ds.dataset(folder / view, format="parquet").to_table().to_pandas()
+    frame = frame.sort_values([key, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP])
+    frame = frame.drop_duplicates([key, n.EVENT_TIMESTAMP], keep="last")
+    frame = frame.drop(columns=[n.CREATED_TIMESTAMP]).reset_index(drop=True)
+    return frame.map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
+
+
+@pytest.fixture(scope="module")
+def live_settings(feast_project, tmp_path_factory):
+    """A second Feast project on the same Redis, with its own streams and data folder."""
+    base = feast_project.settings
+    tag = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("live"),
+            "feast_project": f"live_{tag}",
+            "events_stream": f"test:{tag}:events",
+            "dead_letter_stream": f"test:{tag}:dead",
+        }
+    )
+    for view in n.VIEW_FEATURES:
+        (settings.offline_dir / view).mkdir(parents=True)
+    import subprocess
+    import sys
+
+    from feast.repo_operations import apply_total  # noqa: F401  (fails loudly if missing)
+
+    env = {**os.environ, **settings.feast_env()}
+    subprocess.run(
+        [sys.executable, "-m", "feast.cli.cli", "apply"],
+        check=True,
+        env=env,
+        cwd=settings.feature_repo,
+        capture_output=True,
+    )
+    yield settings
+    base.export_feast_env()
+    get_settings.cache_clear()
+
+
+def test_live_run_equals_backfill_and_acks_everything(live_settings, feast_project):
+    events = pd.read_parquet(
+        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
+    ).iloc[:EVENTS]
+    log_path = live_settings.data_dir / "events.parquet"
+    events.to_parquet(log_path)
+    client = redis_client(live_settings)
+    rows = events.assign(
+        event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
+    ).to_dict("records")
+    publish(client, live_settings.events_stream, rows[:1000])
+    client.xadd(live_settings.events_stream, {"event": "{not json"})
+    publish(
+        client,
+        live_settings.events_stream,
+        [
+            {**rows[0], n.EVENT_TYPE: "teleport"},
+            {**rows[0], n.USER_ID: None},
+            {**rows[0], n.EVENT_TIMESTAMP: "2999-01-01T00:00:00+00:00"},
+        ],
+    )
+    publish(client, live_settings.events_stream, rows[1000:])
+
+    run_main(live_flow(live_settings, idle_stop_s=1.0))
+
+    dead = client.xrange(live_settings.dead_letter_stream)
+    reasons = sorted(f[b"reason"].decode().split(":")[0] for _, f in dead)
+    assert reasons == [
+        "bad JSON",
+        "event_timestamp in the future",
+        "missing user_id",
+        "unknown event_type 'teleport'",
+    ]
+    assert json.loads(dead[0][1][b"raw"])  # the raw entry is kept for inspection
+    pending = client.xpending(live_settings.events_stream, live_settings.consumer_group)
+    assert pending["pending"] == 0  # every entry acknowledged after its rows were written
+
+    backfilled = live_settings.data_dir / "backfill"
+    run_backfill(log_path, backfilled, live_settings.data_dir / "bf_dead", progress=False)
+    for view in n.VIEW_FEATURES:
+        pd.testing.assert_frame_equal(
+            visible_rows(live_settings.offline_dir, view), visible_rows(backfilled, view)
+        )
+
+    store = open_store(live_settings)
+    for view in n.VIEW_FEATURES:
+        key = n.VIEW_ENTITY_KEY[view]
+        latest = visible_rows(backfilled, view).drop_duplicates(key, keep="last")
+        sample = latest.sample(min(25, len(latest)), random_state=3)
+        online = store.get_online_features(
+            features=[f"{view}:{f}" for f in n.VIEW_FEATURES[view]],
+            entity_rows=[{key: k} for k in sample[key]],
+        ).to_dict()
+        for feature in n.VIEW_FEATURES[view]:
+            got, want = online[feature], sample[feature].tolist()
+            assert got == pytest.approx(want) if feature == n.CONVERSION_7D else got == want, (
+                view,
+                feature,
+            )
