@@ -182,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     """Run the live feature job: Redis Stream -> dataflow -> Feast online + Parquet."""
     import subprocess
+    from datetime import timedelta
 
     from bytewax.recovery import RecoveryConfig
     from bytewax.testing import cluster_main
@@ -216,6 +217,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         args.process_id,
         worker_count_per_proc=args.workers,
         recovery_config=recovery,
+        epoch_interval=timedelta(seconds=args.epoch_s),
     )
     return 0
 
@@ -286,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--addresses", help="host:port of every process, comma-separated")
     p.add_argument("-i", "--process-id", type=int, default=0)
     p.add_argument("-r", "--recovery-dir", help="Bytewax recovery folder (created if empty)")
+    p.add_argument(
+        "--epoch-s",
+        type=float,
+        default=2.0,
+        help="seconds per epoch: how often state is snapshotted for recovery",
+    )
     p.add_argument(
         "--idle-stop",
         type=float,

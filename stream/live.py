@@ -34,7 +34,14 @@ from core import names as n
 from core.schema import feature_row_schema
 from core.settings import Settings
 from stream.io import supersede, write_parquet_atomic
-from stream.steps import INVALID, ROWS_PER_EVENT, STREAM_ID, DeadLetter, FeatureRow
+from stream.steps import (
+    CREATED_OFFSET_US,
+    INVALID,
+    ROWS_PER_EVENT,
+    STREAM_ID,
+    DeadLetter,
+    FeatureRow,
+)
 
 log = logging.getLogger(__name__)
 EVENT_FIELD = "event"
@@ -91,6 +98,8 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
         self._backoff_until = 0.0
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
         self._backlog_end: str | None = None
+        # Without a snapshot, first take back this consumer's delivered-but-unacked entries.
+        self._own_pending_from: str | None = "0" if resume is None else None
         if resume is not None:  # re-read what was delivered after the last snapshot
             groups = self._client.xinfo_groups(settings.events_stream)
             mine = [g for g in groups if g["name"].decode() == settings.consumer_group]
@@ -159,8 +168,13 @@ class RedisStreamSource(FixedPartitionedSource[dict[str, Any], str | None]):
         return _StreamPartition(self.settings, self.consumer, resume_state, self.idle_stop_s)
 
 
-def _push_frame(view: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _push_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows for Feast's push. Feast skips an online write whose timestamp is not newer than
+    the stored one, which would drop the 2nd..nth update at one event time (an invoice's
+    lines). Online, a row's timestamp is therefore its event time plus the entity's event
+    sequence in µs (= created + 1 day): increasing per entity. Offline rows keep exact times."""
     frame = pd.DataFrame(rows)
+    frame[n.EVENT_TIMESTAMP] = frame[n.CREATED_TIMESTAMP] + CREATED_OFFSET_US
     for col in (n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP):
         frame[col] = pd.to_datetime(frame[col], unit="us", utc=True)
     return frame
@@ -196,7 +210,7 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
             latest = {r[key]: r for r in rows}  # one online write per entity and batch
             self._store.push(
                 n.push_source_name(view),
-                _push_frame(view, list(latest.values())),
+                _push_frame(list(latest.values())),
                 to=PushMode.ONLINE,
             )
             self.stats["rows_out"] += len(rows)
