@@ -48,7 +48,7 @@ train: install ## train LightGCN + baselines + text cold start + ranker -> artif
 	$(IG) train $(TRAIN_ARGS)
 
 stream: install redis-up ## run the live feature job (Redis Stream -> Feast online + Parquet)
-	$(IG) stream --recovery-dir data/recovery $(STREAM_ARGS)
+	$(IG) stream --recovery-dir data/recovery --metrics-port $${IG_STREAM_METRICS_PORT:-9108} $(STREAM_ARGS)
 
 replay: install redis-up ## replay the event log onto the event stream (REPLAY_ARGS="--speed 600")
 	$(IG) replay $(REPLAY_ARGS)

@@ -205,6 +205,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 check=True,
             )
         recovery = RecoveryConfig(recovery_dir)
+    import threading
+
+    from stream.metrics import report_every, stream_metrics
+
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=stream_metrics().registry)
+    stop = threading.Event()
+    report_every(args.report_s, stop)
     print(
         f"live features: {s.events_stream} -> Feast {s.feast_project} "
         f"({args.workers} worker(s), process {args.process_id} of {max(len(addresses), 1)}, "
@@ -219,6 +229,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         recovery_config=recovery,
         epoch_interval=timedelta(seconds=args.epoch_s),
     )
+    stop.set()
+    print(f"stopped: {stream_metrics().summary()}", flush=True)
     return 0
 
 
@@ -288,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--addresses", help="host:port of every process, comma-separated")
     p.add_argument("-i", "--process-id", type=int, default=0)
     p.add_argument("-r", "--recovery-dir", help="Bytewax recovery folder (created if empty)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics",
+    )
+    p.add_argument(
+        "--report-s", type=float, default=10.0, help="print a metrics line every this many seconds"
+    )
     p.add_argument(
         "--epoch-s",
         type=float,

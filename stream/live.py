@@ -11,6 +11,7 @@ Both sinks are idempotent: a rewrite after a restart writes the same values agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from core import names as n
 from core.schema import feature_row_schema
 from core.settings import Settings
 from stream.io import supersede, write_parquet_atomic
+from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
     INVALID,
@@ -96,6 +98,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
         self._idle_stop_s = idle_stop_s
         self._idle_since: float | None = None
         self._backoff_until = 0.0
+        self._lag_checked = 0.0
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
         self._backlog_end: str | None = None
         # Without a snapshot, first take back this consumer's delivered-but-unacked entries.
@@ -133,6 +136,14 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
             return []
         self._idle_since = None
         self._last = entries[-1][0].decode()
+        metrics = stream_metrics()
+        metrics.events_in.inc(len(entries))
+        if time.monotonic() - self._lag_checked > 1.0:
+            self._lag_checked = time.monotonic()
+            with contextlib.suppress(redis.RedisError, IndexError, KeyError):
+                lag = self._client.xinfo_groups(s.events_stream)
+                mine = [g for g in lag if g["name"].decode() == s.consumer_group]
+                metrics.consumer_lag.set(mine[0].get("lag") or 0)
         return [_decode(i, f) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
@@ -189,7 +200,6 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
         self._store = open_store(settings)
         self._client = redis_client(settings)
         self._pending: Counter[str] = Counter(pending or {})
-        self.stats: Counter[str] = Counter()
 
     def write_batch(self, values: list[tuple[str, FeatureRow]]) -> None:
         from feast.data_source import PushMode
@@ -213,14 +223,18 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
                 _push_frame(list(latest.values())),
                 to=PushMode.ONLINE,
             )
-            self.stats["rows_out"] += len(rows)
+            stream_metrics().rows_out.inc(len(rows))
         self._pending.update(source for source, _ in values)
         done = [sid for sid, k in self._pending.items() if k >= ROWS_PER_EVENT]
         if done:
             self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
+            now_ms = time.time() * 1000
+            metrics = stream_metrics()
             for sid in done:
                 del self._pending[sid]
-            self.stats["events_acked"] += len(done)
+                # An entry id starts with the XADD wall-clock time in milliseconds.
+                metrics.freshness.observe(max(now_ms - int(sid.split("-")[0]), 0) / 1000)
+            metrics.events_acked.inc(len(done))
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._pending)
@@ -261,6 +275,7 @@ class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
         if ids:
             pipe.xack(self._s.events_stream, self._s.consumer_group, *ids)
         pipe.execute()
+        stream_metrics().dead_letters.inc(len(items))
 
 
 class DeadLetterStreamSink(DynamicSink[DeadLetter]):

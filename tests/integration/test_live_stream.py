@@ -14,9 +14,15 @@ from core.feast_store import open_store
 from core.settings import get_settings
 from stream.backfill import run_backfill
 from stream.live import live_flow, publish, redis_client
+from stream.metrics import stream_metrics
 
 pytestmark = pytest.mark.integration
 EVENTS = 2_000
+COUNTED = ("events_in", "events_acked", "dead_letters")
+
+
+def value(counter):
+    return next(iter(counter.collect())).samples[0].value
 
 
 def visible_rows(folder, view):
@@ -102,7 +108,12 @@ def test_live_run_equals_backfill_and_acks_everything(live_settings, feast_proje
     )
     publish(client, live_settings.events_stream, rows[1000:])
 
+    metrics = stream_metrics()
+    before = {m: value(getattr(metrics, m)) for m in COUNTED}
     run_main(live_flow(live_settings, idle_stop_s=1.0))
+    counted = {m: value(getattr(metrics, m)) - before[m] for m in COUNTED}
+    assert counted == {"events_in": EVENTS + 4, "events_acked": EVENTS, "dead_letters": 4}
+    assert "freshness mean" in metrics.summary()
 
     dead = client.xrange(live_settings.dead_letter_stream)
     reasons = sorted(f[b"reason"].decode().split(":")[0] for _, f in dead)
