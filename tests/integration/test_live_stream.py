@@ -236,3 +236,42 @@ def test_sigkill_mid_stream_then_resume_equals_uninterrupted(live_settings, feas
     ).to_dict()
     assert online[n.EVENTS_TOTAL] == latest[n.EVENTS_TOTAL].tolist()
     assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
+
+
+def test_two_processes_on_loopback_equal_backfill(live_settings, feast_project):
+    from core.redis_server import free_port
+
+    tag = uuid.uuid4().hex[:8]
+    settings = live_settings.model_copy(
+        update={
+            "data_dir": live_settings.data_dir / f"two_{tag}",
+            "events_stream": f"test:{tag}:events",
+            "dead_letter_stream": f"test:{tag}:dead",
+        }
+    )
+    apply_project(settings)
+    events = pd.read_parquet(
+        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
+    ).iloc[:EVENTS]
+    client = redis_client(settings)
+    publish(
+        client,
+        settings.events_stream,
+        events.assign(
+            event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
+        ).to_dict("records"),
+    )
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    jobs = [_ig_stream(settings, "-a", addresses, "-i", str(i), "--idle-stop", "3") for i in (0, 1)]
+    for job in jobs:
+        assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
+    assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
+
+    log_path = settings.data_dir / "events.parquet"
+    events.to_parquet(log_path)
+    backfilled = settings.data_dir / "backfill"
+    run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
+    for view in n.VIEW_FEATURES:
+        pd.testing.assert_frame_equal(
+            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
+        )
