@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +57,17 @@ def redis_client(settings: Settings) -> redis.Redis:
         socket_timeout=5,
         socket_connect_timeout=2,
     )
+
+
+def retry_redis(write: Callable[[], Any], pause_s: float = 1.0) -> Any:
+    """Run an idempotent Redis write, waiting out a lost Redis instead of crashing the job."""
+    while True:
+        try:
+            return write()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            log.warning("redis unavailable (%s); retrying in %.0f s", exc, pause_s)
+            stream_metrics().redis_retries.inc()
+            time.sleep(pause_s)
 
 
 def publish(client: redis.Redis, stream: str, events: Iterable[dict[str, Any]]) -> list[str]:
@@ -126,6 +137,9 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
                 entries = got[0][1] if got else []
         except redis.RedisError as exc:
             log.warning("event stream unavailable (%s); retrying", exc)
+            if "NOGROUP" in str(exc):  # Redis came back without its data: start the group anew
+                with contextlib.suppress(redis.RedisError):
+                    ensure_group(self._client, s.events_stream, s.consumer_group)
             self._backoff_until = time.monotonic() + 1.0
             return []
         if not entries:
@@ -218,22 +232,27 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
             ).replace("/", "_")
             write_parquet_atomic(table, self._s.offline_dir / view / name)
             latest = {r[key]: r for r in rows}  # one online write per entity and batch
-            self._store.push(
-                n.push_source_name(view),
-                _push_frame(list(latest.values())),
-                to=PushMode.ONLINE,
+            frame = _push_frame(list(latest.values()))
+            retry_redis(
+                lambda v=view, f=frame: self._store.push(  # type: ignore[misc]
+                    n.push_source_name(v), f, to=PushMode.ONLINE
+                )
             )
             stream_metrics().rows_out.inc(len(rows))
         self._pending.update(source for source, _ in values)
         done = [sid for sid, k in self._pending.items() if k >= ROWS_PER_EVENT]
         if done:
-            self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
+            retry_redis(
+                lambda: self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
+            )
             now_ms = time.time() * 1000
             metrics = stream_metrics()
             for sid in done:
                 del self._pending[sid]
                 # An entry id starts with the XADD wall-clock time in milliseconds.
-                metrics.freshness.observe(max(now_ms - int(sid.split("-")[0]), 0) / 1000)
+                fresh_s = max(now_ms - int(sid.split("-")[0]), 0) / 1000
+                metrics.freshness.observe(fresh_s)
+                metrics.freshness_samples.append(fresh_s)
             metrics.events_acked.inc(len(done))
 
     def snapshot(self) -> dict[str, int]:
@@ -274,7 +293,7 @@ class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
                 ids.append(raw[STREAM_ID])
         if ids:
             pipe.xack(self._s.events_stream, self._s.consumer_group, *ids)
-        pipe.execute()
+        retry_redis(pipe.execute)
         stream_metrics().dead_letters.inc(len(items))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,6 +20,8 @@ class StreamMetrics:
     dead_letters: Counter
     consumer_lag: Gauge
     freshness: Histogram
+    redis_retries: Counter
+    freshness_samples: deque[float]  # the latest per-event freshness values (benchmarks)
 
     def summary(self) -> str:
         def val(metric: Counter | Gauge) -> float:
@@ -68,6 +71,10 @@ def stream_metrics() -> StreamMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
             registry=reg,
         ),
+        Counter(
+            "ig_stream_redis_retries", "Writes retried while Redis was unavailable", registry=reg
+        ),
+        deque(maxlen=100_000),
     )
 
 

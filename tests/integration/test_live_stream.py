@@ -275,3 +275,60 @@ def test_two_processes_on_loopback_equal_backfill(live_settings, feast_project):
         pd.testing.assert_frame_equal(
             visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
         )
+
+
+def test_job_survives_a_redis_restart(tmp_path_factory, feast_project):
+    import time
+
+    from core.redis_server import RedisServer, free_port
+
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis_restart"))
+    proc = server.start(daemonize=False)
+    tag = uuid.uuid4().hex[:8]
+    settings = feast_project.settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("restart"),
+            "redis_port": server.port,
+            "feast_project": f"restart_{tag}",
+            "events_stream": f"test:{tag}:events",
+            "dead_letter_stream": f"test:{tag}:dead",
+        }
+    )
+    apply_project(settings)
+    events = pd.read_parquet(
+        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
+    ).iloc[:EVENTS]
+    rows = events.assign(
+        event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
+    ).to_dict("records")
+    half = EVENTS // 2
+    publish(redis_client(settings), settings.events_stream, rows[:half])
+    job = _ig_stream(settings, "--idle-stop", "8")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+            groups = redis_client(settings).xinfo_groups(settings.events_stream)
+            if groups and groups[0].get("entries-read") == half and groups[0]["pending"] == 0:
+                break
+        server.stop()  # SHUTDOWN SAVE: the stream and its group survive the restart
+        time.sleep(2)  # the job meets a dead Redis meanwhile
+        proc.wait(timeout=10)
+        proc = server.start(daemonize=False)
+        publish(redis_client(settings), settings.events_stream, rows[half:])
+        assert job.wait(timeout=180) == 0, job.stderr.read().decode()[-2000:]
+        client = redis_client(settings)
+        assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
+        log_path = settings.data_dir / "events.parquet"
+        events.to_parquet(log_path)
+        backfilled = settings.data_dir / "backfill"
+        run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
+        for view in n.VIEW_FEATURES:
+            pd.testing.assert_frame_equal(
+                visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
+            )
+    finally:
+        job.kill()
+        if proc is not None:
+            proc.terminate()
+        feast_project.settings.export_feast_env()
