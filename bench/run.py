@@ -4,7 +4,9 @@ Self-contained: starts its own redis-server on a free port, builds a fresh Feast
 the configured dataset in a temporary folder, and measures, in the same run:
 - Feast ``get_online_features`` latency for 1 and 100 users (feature service profile_v1), and
 - the physical floor: the same Redis hashes and fields read straight with redis-py HMGET;
-- backfill throughput of the Bytewax dataflow (events/second).
+- backfill throughput of the Bytewax dataflow (events/second);
+- the live job: events/second with one worker and with two processes, the Bytewax
+  pass-through ceiling over the same source, and freshness at a fixed offered rate.
 Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
 """
 
@@ -163,6 +165,9 @@ def main() -> int:
         try:
             results |= build_project(Path(tmp), redis)
             results |= online_latency(redis)
+            from bench.stream_bench import stream_figures
+
+            results |= stream_figures(get_settings())
         finally:
             if proc is not None:
                 proc.terminate()
