@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     top_categories_n: int = Field(5, ge=1, le=50)
     affinity_half_life_hours: float = Field(168.0, gt=0)
     backfill_batch_rows: int = Field(20_000, ge=1)
+    allowed_lateness_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Events this much older than their user's latest event go to the dead letters.",
+    )
 
     events_stream: str = Field("ig:events", description="Redis Stream the live job reads.")
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")

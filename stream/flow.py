@@ -29,12 +29,15 @@ from stream.steps import (
     item_features,
     parse_event,
     user_features,
+    watermark,
 )
 
 
 def default_params() -> FeatureParams:
     s = get_settings()
-    return FeatureParams(s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours)
+    return FeatureParams(
+        s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours, s.allowed_lateness_s
+    )
 
 
 KeyedRow = tuple[str, tuple[str, FeatureRow]]  # (routing key, (source id or key, row))
@@ -48,6 +51,11 @@ def _tag_rows(step: Callable[[Any, Event], tuple[Any, list[FeatureRow]]]):
         return state, (event.source_id or event.user_id, rows)
 
     return mapper
+
+
+def _one_key(_event: Event) -> str:
+    """The watermark is global: one key keeps the events in their arrival order."""
+    return "watermark"
 
 
 def _flatten_rows(keyed: tuple[str, tuple[str, list[FeatureRow]]]) -> list[KeyedRow]:
@@ -87,7 +95,17 @@ def build_flow(
 
     parsed = op.map("parse_event", raw, parse)
     split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
-    events = split.trues
+    checked = op.key_rm(
+        "drop_watermark_key",
+        op.stateful_map(
+            "watermark",
+            op.key_on("key_for_watermark", split.trues, _one_key),
+            partial(watermark, allowed_lateness_us=int(params.allowed_lateness_s * US)),
+        ),
+    )
+    on_time = op.branch("split_late_events", checked, lambda x: isinstance(x, Event))
+    events = on_time.trues
+    dead = op.merge("merge_dead_letters", split.falses, on_time.falses)
     by_user = op.key_on("key_by_user", events, lambda e: e.user_id)
     user_rows = op.stateful_map(
         "user_features", by_user, _tag_rows(partial(user_features, params=params))
@@ -96,5 +114,5 @@ def build_flow(
     item_rows = op.stateful_map("item_features", by_item, _tag_rows(item_features))
     rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows), _flatten_rows)
     op.output("feature_rows", rows, sink)
-    op.output("dead_letters", split.falses, dead_letter_sink)
+    op.output("dead_letters", dead, dead_letter_sink)
     return flow

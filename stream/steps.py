@@ -188,6 +188,7 @@ class FeatureParams:
     recent_items_n: int = 20
     top_categories_n: int = 5
     affinity_half_life_hours: float = 168.0
+    allowed_lateness_s: float = 3600.0
 
 
 CREATED_OFFSET_US = 86_400 * US
@@ -202,6 +203,41 @@ def _stamps(ts_us: int, seq: int) -> tuple[int, int]:
     sequence, increasing between rows that share an event time.
     """
     return ts_us, ts_us - CREATED_OFFSET_US + seq
+
+
+def watermark(
+    latest_us: int | None, event: Event, allowed_lateness_us: int
+) -> tuple[int, Event | DeadLetter]:
+    """The stream's event-time watermark: the latest event time seen minus the allowed lateness.
+
+    An event at or after the watermark is accepted, even out of order (window counts insert it
+    in time order, affinity decays its weight to the entity's current time). An event before it
+    goes to the dead letters, so one very old event cannot rewrite features.
+    """
+    latest = event.ts_us if latest_us is None else max(latest_us, event.ts_us)
+    if event.ts_us < latest - allowed_lateness_us:
+        behind = (latest - event.ts_us) / US
+        return latest, DeadLetter(
+            f"late event: {behind:.0f} s behind the latest event time "
+            f"(allowed {allowed_lateness_us / US:.0f} s)",
+            _as_raw(event),
+        )
+    return latest, event
+
+
+def _as_raw(event: Event) -> dict[str, Any]:
+    raw = {
+        n.USER_ID: event.user_id,
+        n.ITEM_ID: event.item_id,
+        n.EVENT_TYPE: event.event_type,
+        n.EVENT_TIMESTAMP: event.ts_us / US,
+        n.VALUE: event.value,
+        n.SESSION_ID: event.session_id,
+        n.CATEGORY_ID: event.category_id,
+    }
+    if event.source_id is not None:
+        raw[STREAM_ID] = event.source_id
+    return raw
 
 
 # Rows each event produces: user_behavior + user_interest (user_features), item_stats.

@@ -62,3 +62,18 @@ def test_supersede_keeps_latest_version_per_entity_and_time():
         {n.USER_ID: "u", n.EVENT_TIMESTAMP: 5, n.CREATED_TIMESTAMP: 6, "x": "later"},
     ]
     assert [r["x"] for r in supersede(rows, n.USER_ID)] == ["new", "other", "later"]
+
+
+def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
+    params = FeatureParams(allowed_lateness_s=60)
+    events = [
+        raw("u1", "i1", "view", 1000),
+        raw("u1", "i2", "view", 990),
+        raw("u1", "i3", "view", 10),
+    ]
+    rows, dead = [], []
+    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), params))
+    assert [d.raw[n.ITEM_ID] for d in dead] == ["i3"]
+    assert dead[0].reason.startswith("late event: 990 s behind")
+    totals = [r[n.EVENTS_TOTAL] for _, (_, (view, r)) in rows if view == n.USER_BEHAVIOR]
+    assert totals == [1, 2]  # the 10 s-late event is counted, the 990 s-late one is not

@@ -147,3 +147,18 @@ def test_parse_event_keeps_stream_id_and_reports_undecodable_entries():
     assert parse_event(raw).source_id == "1-0"
     bad = parse_event({STREAM_ID: "2-0", INVALID: "bad JSON: Expecting value"})
     assert bad.reason == "bad JSON: Expecting value" and bad.raw[STREAM_ID] == "2-0"
+
+
+def test_watermark_accepts_out_of_order_within_lateness_and_dead_letters_older():
+    from stream.steps import STREAM_ID, watermark
+
+    late_ok = ev(t=500)  # 3500 s behind: within the hour
+    state, out = watermark(None, ev(t=4000), allowed_lateness_us=3600 * US)
+    state, out = watermark(state, late_ok, allowed_lateness_us=3600 * US)
+    assert out is late_ok and state == 4000 * US
+    too_late = Event("u1", "i1", "view", 300 * US, 1.0, None, None, "9-0")
+    state, out = watermark(state, ev(t=7200), allowed_lateness_us=3600 * US)
+    state, out = watermark(state, too_late, allowed_lateness_us=3600 * US)
+    assert isinstance(out, DeadLetter)
+    assert out.reason == "late event: 6900 s behind the latest event time (allowed 3600 s)"
+    assert out.raw[STREAM_ID] == "9-0" and out.raw[n.EVENT_TIMESTAMP] == 300.0
