@@ -28,6 +28,8 @@ class EventType(StrEnum):
     FAV = "fav"
     PURCHASE = "purchase"
     RATING = "rating"
+    IMPRESSION = "impression"  # an item was shown (by the API); no interest by itself
+    CLICK = "click"  # a shown item was clicked
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
@@ -39,6 +41,8 @@ EVENT_WEIGHTS: dict[str, float] = {
     EventType.CART: 3.0,
     EventType.RATING: 3.0,
     EventType.PURCHASE: 5.0,
+    EventType.IMPRESSION: 0.0,
+    EventType.CLICK: 1.0,
 }
 
 _PLURAL = {
@@ -47,6 +51,8 @@ _PLURAL = {
     EventType.FAV: "favs",
     EventType.PURCHASE: "purchases",
     EventType.RATING: "ratings",
+    EventType.IMPRESSION: "impressions",
+    EventType.CLICK: "clicks",
 }
 
 # Trailing windows (name -> seconds).
@@ -74,6 +80,7 @@ ITEM_STATS = "item_stats"
 
 EVENTS_TOTAL = "events_total"
 CONVERSION_7D = "conversion_7d"
+CTR_7D = "ctr_7d"
 TOP_CATEGORIES = "top_categories"
 TOP_CATEGORY_SCORES = "top_category_scores"
 RECENT_ITEMS = "recent_items"
@@ -86,7 +93,12 @@ USER_INTEREST_FEATURES: list[str] = [
     RECENT_ITEMS,
     LAST_EVENT_TS,
 ]
-ITEM_STATS_FEATURES: list[str] = [*count_features(ITEM_WINDOWS), EVENTS_TOTAL, CONVERSION_7D]
+ITEM_STATS_FEATURES: list[str] = [
+    *count_features(ITEM_WINDOWS),
+    EVENTS_TOTAL,
+    CONVERSION_7D,
+    CTR_7D,
+]
 
 VIEW_ENTITY_KEY: dict[str, str] = {
     USER_BEHAVIOR: USER_ID,

@@ -48,7 +48,7 @@ def _feature_type(feature: str) -> pa.DataType:
         return pa.list_(pa.string())
     if feature == n.TOP_CATEGORY_SCORES:
         return pa.list_(pa.float64())
-    if feature == n.CONVERSION_7D:
+    if feature in (n.CONVERSION_7D, n.CTR_7D):
         return pa.float64()
     return pa.int64()
 

@@ -16,7 +16,7 @@ def _fields(features: list[str]) -> list[Field]:
             return Array(String)
         if feature == n.TOP_CATEGORY_SCORES:
             return Array(Float64)
-        if feature == n.CONVERSION_7D:
+        if feature in (n.CONVERSION_7D, n.CTR_7D):
             return Float64
         return Int64
 

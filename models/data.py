@@ -23,9 +23,11 @@ class Split:
 
 
 def load_events(canonical_dir: Path) -> pd.DataFrame:
+    """Interest events of a canonical log (impressions show no interest: left out)."""
     events = pd.read_parquet(canonical_dir / "events.parquet")
+    events = events[events[n.EVENT_TYPE].map(n.EVENT_WEIGHTS).fillna(0) > 0]
     if events.empty:
-        raise ValueError(f"{canonical_dir / 'events.parquet'} holds no events")
+        raise ValueError(f"{canonical_dir / 'events.parquet'} holds no interest events")
     return events
 
 

@@ -256,9 +256,10 @@ def user_features(
     state.seq += 1
     state.behavior.add(event.event_type, event.ts_us)
     now = max(state.last_ts_us, event.ts_us)
-    if event.category_id is not None:
+    interest = n.EVENT_WEIGHTS[event.event_type] > 0  # an impression shows no interest
+    if interest and event.category_id is not None:
         state.affinity.add(event.category_id, n.EVENT_WEIGHTS[event.event_type], event.ts_us)
-    if event.ts_us >= state.last_ts_us:
+    if interest and event.ts_us >= state.last_ts_us:
         if event.item_id in state.recent:
             state.recent.remove(event.item_id)
         state.recent.insert(0, event.item_id)
@@ -288,6 +289,8 @@ def item_features(state: ItemState | None, event: Event) -> tuple[ItemState, lis
     counts = state.counts.counts(now)
     views = counts[n.count_feature(n.EventType.VIEW, "7d")]
     buys = counts[n.count_feature(n.EventType.PURCHASE, "7d")]
+    shown = counts[n.count_feature(n.EventType.IMPRESSION, "7d")]
+    clicks = counts[n.count_feature(n.EventType.CLICK, "7d")]
     ts, created = _stamps(now, state.seq)
     row = {
         n.ITEM_ID: event.item_id,
@@ -296,5 +299,6 @@ def item_features(state: ItemState | None, event: Event) -> tuple[ItemState, lis
         **counts,
         n.EVENTS_TOTAL: state.counts.total,
         n.CONVERSION_7D: buys / views if views else 0.0,
+        n.CTR_7D: clicks / shown if shown else 0.0,
     }
     return state, [(n.ITEM_STATS, row)]

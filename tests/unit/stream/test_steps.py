@@ -162,3 +162,20 @@ def test_watermark_accepts_out_of_order_within_lateness_and_dead_letters_older()
     assert isinstance(out, DeadLetter)
     assert out.reason == "late event: 6900 s behind the latest event time (allowed 3600 s)"
     assert out.raw[STREAM_ID] == "9-0" and out.raw[n.EVENT_TIMESTAMP] == 300.0
+
+
+def test_impressions_and_clicks_give_item_ctr_but_no_user_interest():
+    state = None
+    for etype, t in (
+        ("impression", 0),
+        ("impression", 1),
+        ("impression", 2),
+        ("impression", 3),
+        ("click", 4),
+    ):
+        state, [(_, row)] = item_features(state, ev(etype=etype, t=t))
+    assert (row["impressions_7d"], row["clicks_7d"], row[n.CTR_7D]) == (4, 1, 0.25)
+    ustate, rows = user_features(None, ev(etype="impression", item="shown"), FeatureParams())
+    interest = rows[1][1]
+    assert interest[n.RECENT_ITEMS] == [] and interest[n.TOP_CATEGORIES] == []
+    assert rows[0][1]["impressions_1h"] == 1
