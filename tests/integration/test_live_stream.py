@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import pandas as pd
@@ -11,7 +15,7 @@ from bytewax.testing import run_main
 
 from core import names as n
 from core.feast_store import open_store
-from core.settings import get_settings
+from core.redis_server import RedisServer, free_port
 from stream.backfill import run_backfill
 from stream.live import live_flow, publish, redis_client
 from stream.metrics import stream_metrics
@@ -35,126 +39,60 @@ def visible_rows(folder, view):
     return frame.map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
 
 
-def apply_project(settings):
-    """Empty offline folders and a real `feast apply` for ``settings``' project."""
-    import subprocess
-    import sys
-
-    for view in n.VIEW_FEATURES:
-        (settings.offline_dir / view).mkdir(parents=True)
-    env = {**os.environ, **settings.feast_env()}
-    subprocess.run(
-        [sys.executable, "-m", "feast.cli.cli", "apply"],
-        check=True,
-        env=env,
-        cwd=settings.feature_repo,
-        capture_output=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def live_settings(feast_project, tmp_path_factory):
-    """A second Feast project on the same Redis, with its own streams and data folder."""
-    base = feast_project.settings
+def fresh_project(base, data_dir, **update):
+    """A new Feast project (own data folder and streams) applied with the real `feast` CLI."""
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(
         update={
-            "data_dir": tmp_path_factory.mktemp("live"),
+            "data_dir": data_dir,
             "feast_project": f"live_{tag}",
             "events_stream": f"test:{tag}:events",
             "dead_letter_stream": f"test:{tag}:dead",
+            **update,
         }
     )
     for view in n.VIEW_FEATURES:
         (settings.offline_dir / view).mkdir(parents=True)
-    import subprocess
-    import sys
-
-    from feast.repo_operations import apply_total  # noqa: F401  (fails loudly if missing)
-
-    env = {**os.environ, **settings.feast_env()}
     subprocess.run(
         [sys.executable, "-m", "feast.cli.cli", "apply"],
         check=True,
-        env=env,
+        env={**os.environ, **settings.feast_env()},
         cwd=settings.feature_repo,
         capture_output=True,
     )
-    yield settings
-    base.export_feast_env()
-    get_settings.cache_clear()
+    return settings
 
 
-def test_live_run_equals_backfill_and_acks_everything(live_settings, feast_project):
-    events = pd.read_parquet(
+def slice_of_events(feast_project):
+    return pd.read_parquet(
         feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
     ).iloc[:EVENTS]
-    log_path = live_settings.data_dir / "events.parquet"
-    events.to_parquet(log_path)
-    client = redis_client(live_settings)
-    rows = events.assign(
+
+
+def as_messages(events):
+    return events.assign(
         event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
     ).to_dict("records")
-    publish(client, live_settings.events_stream, rows[:1000])
-    client.xadd(live_settings.events_stream, {"event": "{not json"})
-    publish(
-        client,
-        live_settings.events_stream,
-        [
-            {**rows[0], n.EVENT_TYPE: "teleport"},
-            {**rows[0], n.USER_ID: None},
-            {**rows[0], n.EVENT_TIMESTAMP: "2999-01-01T00:00:00+00:00"},
-        ],
-    )
-    publish(client, live_settings.events_stream, rows[1000:])
 
-    metrics = stream_metrics()
-    before = {m: value(getattr(metrics, m)) for m in COUNTED}
-    run_main(live_flow(live_settings, idle_stop_s=1.0))
-    counted = {m: value(getattr(metrics, m)) - before[m] for m in COUNTED}
-    assert counted == {"events_in": EVENTS + 4, "events_acked": EVENTS, "dead_letters": 4}
-    assert "freshness mean" in metrics.summary()
 
-    dead = client.xrange(live_settings.dead_letter_stream)
-    reasons = sorted(f[b"reason"].decode().split(":")[0] for _, f in dead)
-    assert reasons == [
-        "bad JSON",
-        "event_timestamp in the future",
-        "missing user_id",
-        "unknown event_type 'teleport'",
-    ]
-    assert json.loads(dead[0][1][b"raw"])  # the raw entry is kept for inspection
-    pending = client.xpending(live_settings.events_stream, live_settings.consumer_group)
-    assert pending["pending"] == 0  # every entry acknowledged after its rows were written
-
-    backfilled = live_settings.data_dir / "backfill"
-    run_backfill(log_path, backfilled, live_settings.data_dir / "bf_dead", progress=False)
+def assert_equals_backfill(settings, events):
+    """Live offline rows equal a backfill of the same events; returns the backfill folder."""
+    log_path = settings.data_dir / "events.parquet"
+    events.to_parquet(log_path)
+    backfilled = settings.data_dir / "backfill"
+    run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
     for view in n.VIEW_FEATURES:
         pd.testing.assert_frame_equal(
-            visible_rows(live_settings.offline_dir, view), visible_rows(backfilled, view)
+            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
         )
-
-    store = open_store(live_settings)
-    for view in n.VIEW_FEATURES:
-        key = n.VIEW_ENTITY_KEY[view]
-        latest = visible_rows(backfilled, view).drop_duplicates(key, keep="last")
-        sample = latest.sample(min(25, len(latest)), random_state=3)
-        online = store.get_online_features(
-            features=[f"{view}:{f}" for f in n.VIEW_FEATURES[view]],
-            entity_rows=[{key: k} for k in sample[key]],
-        ).to_dict()
-        for feature in n.VIEW_FEATURES[view]:
-            got, want = online[feature], sample[feature].tolist()
-            assert got == pytest.approx(want) if feature == n.CONVERSION_7D else got == want, (
-                view,
-                feature,
-            )
+    assert (
+        redis_client(settings).xpending(settings.events_stream, settings.consumer_group)["pending"]
+        == 0
+    )
+    return backfilled
 
 
-def _ig_stream(settings, *args):
-    import subprocess
-    import sys
-
+def ig_stream(settings, *args):
     env = {
         **os.environ,
         **{
@@ -178,138 +116,122 @@ def _ig_stream(settings, *args):
     )
 
 
-def test_sigkill_mid_stream_then_resume_equals_uninterrupted(live_settings, feast_project):
-    import signal
-    import time
+def delivered(settings):
+    groups = redis_client(settings).xinfo_groups(settings.events_stream)
+    return ((groups[0].get("entries-read") or 0), groups[0]["pending"]) if groups else (0, 0)
 
-    tag = uuid.uuid4().hex[:8]
-    settings = live_settings.model_copy(
-        update={
-            "data_dir": live_settings.data_dir / f"kill_{tag}",
-            "events_stream": f"test:{tag}:events",
-            "dead_letter_stream": f"test:{tag}:dead",
-        }
-    )
-    apply_project(settings)
-    events = pd.read_parquet(
-        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
-    ).iloc[:EVENTS]
-    client = redis_client(settings)
+
+@pytest.fixture
+def project(feast_project, tmp_path):
+    yield fresh_project(feast_project.settings, tmp_path / "live")
+    feast_project.settings.export_feast_env()
+
+
+def test_live_run_equals_backfill_and_acks_everything(project, feast_project):
+    events = slice_of_events(feast_project)
+    rows = as_messages(events)
+    client = redis_client(project)
+    publish(client, project.events_stream, rows[:1000])
+    client.xadd(project.events_stream, {"event": "{not json"})
     publish(
         client,
-        settings.events_stream,
-        events.assign(
-            event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
-        ).to_dict("records"),
+        project.events_stream,
+        [
+            {**rows[0], n.EVENT_TYPE: "teleport"},
+            {**rows[0], n.USER_ID: None},
+            {**rows[0], n.EVENT_TIMESTAMP: "2999-01-01T00:00:00+00:00"},
+        ],
     )
-    recovery = settings.data_dir / "recovery"
+    publish(client, project.events_stream, rows[1000:])
 
-    job = _ig_stream(settings, "-r", str(recovery), "--epoch-s", "0.2", "--idle-stop", "30")
+    metrics = stream_metrics()
+    before = {m: value(getattr(metrics, m)) for m in COUNTED}
+    run_main(live_flow(project, idle_stop_s=1.0))
+    counted = {m: value(getattr(metrics, m)) - before[m] for m in COUNTED}
+    assert counted == {"events_in": EVENTS + 4, "events_acked": EVENTS, "dead_letters": 4}
+    assert "freshness mean" in metrics.summary()
+
+    dead = client.xrange(project.dead_letter_stream)
+    reasons = sorted(f[b"reason"].decode().split(":")[0] for _, f in dead)
+    assert reasons == [
+        "bad JSON",
+        "event_timestamp in the future",
+        "missing user_id",
+        "unknown event_type 'teleport'",
+    ]
+    assert json.loads(dead[0][1][b"raw"])  # the raw entry is kept for inspection
+
+    backfilled = assert_equals_backfill(project, events)
+    store = open_store(project)
+    for view in n.VIEW_FEATURES:
+        key = n.VIEW_ENTITY_KEY[view]
+        latest = visible_rows(backfilled, view).drop_duplicates(key, keep="last")
+        sample = latest.sample(min(25, len(latest)), random_state=3)
+        online = store.get_online_features(
+            features=[f"{view}:{f}" for f in n.VIEW_FEATURES[view]],
+            entity_rows=[{key: k} for k in sample[key]],
+        ).to_dict()
+        for feature in n.VIEW_FEATURES[view]:
+            assert (
+                online[feature] == pytest.approx(sample[feature].tolist())
+                if isinstance(online[feature][0], float)
+                else online[feature] == sample[feature].tolist()
+            ), (view, feature)
+
+
+def test_sigkill_mid_stream_then_resume_equals_uninterrupted(project, feast_project):
+    events = slice_of_events(feast_project)
+    publish(redis_client(project), project.events_stream, as_messages(events))
+    recovery = str(project.data_dir / "recovery")
+
+    job = ig_stream(project, "-r", recovery, "--epoch-s", "0.2", "--idle-stop", "30")
     deadline = time.monotonic() + 120
-    delivered = 0
-    while time.monotonic() < deadline and delivered < EVENTS // 3 and job.poll() is None:
+    while time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.05)
-        groups = client.xinfo_groups(settings.events_stream)
-        delivered = (groups[0].get("entries-read") or 0) if groups else 0
-    assert delivered >= EVENTS // 3, job.stderr.read().decode()[-3000:] if job.poll() else ""
+        if delivered(project)[0] >= EVENTS // 3:
+            break
+    assert delivered(project)[0] >= EVENTS // 3, job.stderr.read().decode()[-3000:]
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=10)
-    assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] < EVENTS
 
-    resumed = _ig_stream(settings, "-r", str(recovery), "--epoch-s", "0.2", "--idle-stop", "2")
+    resumed = ig_stream(project, "-r", recovery, "--epoch-s", "0.2", "--idle-stop", "2")
     assert resumed.wait(timeout=180) == 0, resumed.stderr.read().decode()[-2000:]
-
-    log_path = settings.data_dir / "events.parquet"
-    events.to_parquet(log_path)
-    backfilled = settings.data_dir / "backfill"
-    run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
-    for view in n.VIEW_FEATURES:  # no lost events, no double counts
-        pd.testing.assert_frame_equal(
-            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
+    backfilled = assert_equals_backfill(project, events)  # no lost events, no double counts
+    latest = visible_rows(backfilled, n.USER_BEHAVIOR).drop_duplicates(n.USER_ID, keep="last")
+    online = (
+        open_store(project)
+        .get_online_features(
+            features=[f"{n.USER_BEHAVIOR}:{n.EVENTS_TOTAL}"],
+            entity_rows=[{n.USER_ID: u} for u in latest[n.USER_ID]],
         )
-    store = open_store(settings)
-    view = n.USER_BEHAVIOR
-    latest = visible_rows(backfilled, view).drop_duplicates(n.USER_ID, keep="last")
-    online = store.get_online_features(
-        features=[f"{view}:{n.EVENTS_TOTAL}"],
-        entity_rows=[{n.USER_ID: u} for u in latest[n.USER_ID]],
-    ).to_dict()
+        .to_dict()
+    )
     assert online[n.EVENTS_TOTAL] == latest[n.EVENTS_TOTAL].tolist()
-    assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
 
 
-def test_two_processes_on_loopback_equal_backfill(live_settings, feast_project):
-    from core.redis_server import free_port
-
-    tag = uuid.uuid4().hex[:8]
-    settings = live_settings.model_copy(
-        update={
-            "data_dir": live_settings.data_dir / f"two_{tag}",
-            "events_stream": f"test:{tag}:events",
-            "dead_letter_stream": f"test:{tag}:dead",
-        }
-    )
-    apply_project(settings)
-    events = pd.read_parquet(
-        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
-    ).iloc[:EVENTS]
-    client = redis_client(settings)
-    publish(
-        client,
-        settings.events_stream,
-        events.assign(
-            event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
-        ).to_dict("records"),
-    )
+def test_two_processes_on_loopback_equal_backfill(project, feast_project):
+    events = slice_of_events(feast_project)
+    publish(redis_client(project), project.events_stream, as_messages(events))
     addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    jobs = [_ig_stream(settings, "-a", addresses, "-i", str(i), "--idle-stop", "3") for i in (0, 1)]
+    jobs = [ig_stream(project, "-a", addresses, "-i", str(i), "--idle-stop", "3") for i in (0, 1)]
     for job in jobs:
         assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
-    assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
-
-    log_path = settings.data_dir / "events.parquet"
-    events.to_parquet(log_path)
-    backfilled = settings.data_dir / "backfill"
-    run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
-    for view in n.VIEW_FEATURES:
-        pd.testing.assert_frame_equal(
-            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
-        )
+    assert_equals_backfill(project, events)
 
 
-def test_job_survives_a_redis_restart(tmp_path_factory, feast_project):
-    import time
-
-    from core.redis_server import RedisServer, free_port
-
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis_restart"))
+def test_job_survives_a_redis_restart(tmp_path, feast_project):
+    server = RedisServer(free_port(), tmp_path / "redis")
     proc = server.start(daemonize=False)
-    tag = uuid.uuid4().hex[:8]
-    settings = feast_project.settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("restart"),
-            "redis_port": server.port,
-            "feast_project": f"restart_{tag}",
-            "events_stream": f"test:{tag}:events",
-            "dead_letter_stream": f"test:{tag}:dead",
-        }
-    )
-    apply_project(settings)
-    events = pd.read_parquet(
-        feast_project.settings.canonical_dir / "online-retail" / "events.parquet"
-    ).iloc[:EVENTS]
-    rows = events.assign(
-        event_timestamp=events[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat())
-    ).to_dict("records")
-    half = EVENTS // 2
+    settings = fresh_project(feast_project.settings, tmp_path / "live", redis_port=server.port)
+    events = slice_of_events(feast_project)
+    rows, half = as_messages(events), EVENTS // 2
     publish(redis_client(settings), settings.events_stream, rows[:half])
-    job = _ig_stream(settings, "--idle-stop", "8")
+    job = ig_stream(settings, "--idle-stop", "8")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.1)
-            groups = redis_client(settings).xinfo_groups(settings.events_stream)
-            if groups and groups[0].get("entries-read") == half and groups[0]["pending"] == 0:
+            if delivered(settings) == (half, 0):
                 break
         server.stop()  # SHUTDOWN SAVE: the stream and its group survive the restart
         time.sleep(2)  # the job meets a dead Redis meanwhile
@@ -317,16 +239,7 @@ def test_job_survives_a_redis_restart(tmp_path_factory, feast_project):
         proc = server.start(daemonize=False)
         publish(redis_client(settings), settings.events_stream, rows[half:])
         assert job.wait(timeout=180) == 0, job.stderr.read().decode()[-2000:]
-        client = redis_client(settings)
-        assert client.xpending(settings.events_stream, settings.consumer_group)["pending"] == 0
-        log_path = settings.data_dir / "events.parquet"
-        events.to_parquet(log_path)
-        backfilled = settings.data_dir / "backfill"
-        run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
-        for view in n.VIEW_FEATURES:
-            pd.testing.assert_frame_equal(
-                visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
-            )
+        assert_equals_backfill(settings, events)
     finally:
         job.kill()
         if proc is not None:
