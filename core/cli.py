@@ -166,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_layers=args.layers,
         lr=args.lr,
         batch_size=args.batch_size,
+        neg_popularity_power=args.neg_power,
         max_epochs=args.epochs,
         seed=args.seed,
     )
@@ -342,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument(
         "--no-refit", action="store_true", help="skip the refit on train+val after early stopping"
+    )
+    p.add_argument(
+        "--neg-power",
+        type=float,
+        default=0.0,
+        help="negatives drawn by popularity**power (0: uniform)",
     )
     p.add_argument("--batch-size", type=int, default=16384)
     p.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ class LightGCNConfig:
     max_epochs: int = 60
     patience: int = 5
     use_categories: bool = True
+    neg_popularity_power: float = 0.0  # 0: uniform negatives; 0.75: popularity^0.75
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -105,6 +106,10 @@ class InterestGCN:
         users = torch.from_numpy(coo.row.astype(np.int64))
         items = torch.from_numpy(coo.col.astype(np.int64))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        neg_weights = None
+        if cfg.neg_popularity_power > 0:
+            pop = torch.bincount(items, minlength=self.n_items).float()
+            neg_weights = (pop + 1) ** cfg.neg_popularity_power
         n_epochs = epochs or cfg.max_epochs
         history: dict[str, list[float]] = {"loss": [], "val_ndcg@20": [], "epoch_seconds": []}
         best, best_state, waited = -math.inf, None, 0
@@ -118,7 +123,7 @@ class InterestGCN:
             for step in range(steps):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 u, pos = users[idx], items[idx] + self.n_users
-                neg = torch.randint(0, self.n_items, (len(idx),), generator=gen) + self.n_users
+                neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
                 emb = self.model.get_embedding(adj)
                 pos_rank = (emb[u] * emb[pos]).sum(-1)
                 neg_rank = (emb[u] * emb[neg]).sum(-1)
@@ -147,6 +152,14 @@ class InterestGCN:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history
+
+    def _negatives(
+        self, count: int, weights: torch.Tensor | None, gen: torch.Generator
+    ) -> torch.Tensor:
+        """[count] item indices: uniform, or proportional to ``weights`` [I]."""
+        if weights is None:
+            return torch.randint(0, self.n_items, (count,), generator=gen)
+        return torch.multinomial(weights, count, replacement=True, generator=gen)
 
     @torch.no_grad()
     def scorer(self, adj: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:

@@ -131,3 +131,10 @@ def test_edge_weights_decay_with_age_and_weigh_behaviour():
     w = edge_weights(ev, IdMap(["a"]), IdMap(["x", "y"]), half_life_days=10).toarray()
     assert w[0, 0] == pytest.approx(np.log1p(5.0))
     assert w[0, 1] == pytest.approx(np.log1p(1.0 + 0.5))
+
+
+def test_negatives_follow_popularity_weights_when_asked():
+    model = InterestGCN(2, 3, 0, LightGCNConfig(embedding_dim=4, num_layers=1))
+    gen = torch.Generator().manual_seed(0)
+    assert set(model._negatives(50, torch.tensor([0.0, 0.0, 1.0]), gen).tolist()) == {2}
+    assert set(model._negatives(200, None, gen).tolist()) == {0, 1, 2}
