@@ -26,6 +26,7 @@ from prometheus_client import (
 from pydantic import BaseModel
 
 from core import names as n
+from core.redis_server import redis_client
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,7 @@ class State:
         self.latency = Histogram(
             "ig_request_seconds", "Request latency by route", ["route"], registry=self.registry
         )
-        self.redis = redis.Redis(
-            host=settings.redis_host,
-            port=settings.redis_port,
-            password=settings.redis_password or None,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-        )
+        self.redis = redis_client(settings, timeout=0.5)
 
 
 def get_state(request: Request) -> State:

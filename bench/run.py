@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +64,7 @@ def build_project(workdir: Path, redis: RedisServer) -> dict[str, float]:
     )
     get_settings.cache_clear()
     s = get_settings()
+    from core.feast_store import feast_apply, materialize, open_store
     from core.importers import import_dataset
     from stream.backfill import run_backfill
 
@@ -75,14 +75,7 @@ def build_project(workdir: Path, redis: RedisServer) -> dict[str, float]:
         workdir / "dead_letters",
         batch_rows=s.backfill_batch_rows,
     )
-    subprocess.run(
-        [sys.executable, "-m", "core.cli", "feast", "apply"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    from core.feast_store import materialize, open_store
-
+    feast_apply(s)
     materialize(open_store(s), s)
     return {
         "backfill_events": report.events,

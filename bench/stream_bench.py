@@ -23,8 +23,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from core import names as n
+from core.redis_server import redis_client
 from core.settings import Settings
-from stream.live import RedisStreamSource, live_flow, publish, redis_client
+from stream.live import RedisStreamSource, group_info, live_flow, publish
 from stream.metrics import stream_metrics
 from stream.steps import STREAM_ID
 
@@ -51,12 +52,7 @@ def _wait_done(settings: Settings, total: int, timeout: float = 600) -> float:
     client = redis_client(settings)
     first, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        groups = (
-            client.xinfo_groups(settings.events_stream)
-            if client.exists(settings.events_stream)
-            else []
-        )
-        group = next((g for g in groups if g["name"].decode() == settings.consumer_group), None)
+        group = group_info(client, settings.events_stream, settings.consumer_group)
         read = (group or {}).get("entries-read") or 0
         if read and first is None:
             first = time.monotonic()

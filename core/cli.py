@@ -192,12 +192,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     """Run the live feature job: Redis Stream -> dataflow -> Feast online + Parquet."""
     import subprocess
+    import threading
     from datetime import timedelta
 
     from bytewax.recovery import RecoveryConfig
     from bytewax.testing import cluster_main
 
     from stream.live import live_flow
+    from stream.metrics import report_every, stream_metrics
 
     s = get_settings()
     addresses = args.addresses.split(",") if args.addresses else []
@@ -215,10 +217,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 check=True,
             )
         recovery = RecoveryConfig(recovery_dir)
-    import threading
-
-    from stream.metrics import report_every, stream_metrics
-
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -251,7 +249,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from core.names import EVENT_TIMESTAMP
-    from stream.live import publish, redis_client
+    from core.redis_server import redis_client
+    from stream.live import publish
 
     s = get_settings()
     path = (

@@ -27,6 +27,21 @@ def open_store(settings: Settings | None = None) -> FeatureStore:
     return FeatureStore(repo_path=str(settings.feature_repo))
 
 
+def feast_apply(settings: Settings) -> None:
+    """Run the real ``feast apply`` in the feature repo, with the settings' environment."""
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "feast.cli.cli", "apply"],
+        check=True,
+        env={**os.environ, **settings.feast_env()},
+        cwd=settings.feature_repo,
+        capture_output=True,
+    )
+
+
 def earliest_offline_timestamp(settings: Settings, view: str) -> datetime | None:
     folder = settings.offline_dir / view
     if not folder.exists() or not any(folder.glob("*.parquet")):

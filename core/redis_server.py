@@ -14,6 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core.settings import Settings
+
 
 class RedisStartError(RuntimeError):
     """redis-server could not be found or did not answer PING in time."""
@@ -36,6 +38,17 @@ def find_redis_server() -> Path:
     if not bundled.exists():
         raise RedisStartError(f"no redis-server on PATH and none at {bundled}")
     return bundled
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> redis.Redis:
+    """A client for the Redis the settings name (host, port, password)."""
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        password=settings.redis_password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 2.0),
+    )
 
 
 def free_port() -> int:

@@ -149,6 +149,26 @@ def supersede(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def write_partition(
+    root: Path, view: str, rows: list[dict[str, Any]], prefix: str
+) -> list[dict[str, Any]]:
+    """Write ``rows`` of ``view`` (superseded ones dropped) as one new Parquet partition under
+    ``root/view``, atomically and under a name derived from its rows; returns what was written.
+    """
+    key = n.VIEW_ENTITY_KEY[view]
+    rows = supersede(rows, key)
+    if rows:
+        name = _part_name(
+            prefix,
+            f"{rows[0][key]}@{rows[0][n.CREATED_TIMESTAMP]}",
+            f"{rows[-1][key]}@{rows[-1][n.CREATED_TIMESTAMP]}",
+            len(rows),
+        )
+        table = pa.Table.from_pylist(rows, schema=feature_row_schema(view))
+        write_parquet_atomic(table, root / view / name)
+    return rows
+
+
 class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, FeatureRow]]]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
@@ -164,18 +184,7 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, FeatureRow]
                 self._flush(view)
 
     def _flush(self, view: str) -> None:
-        key = n.VIEW_ENTITY_KEY[view]
-        rows = supersede(self._buffers.pop(view, []), key)
-        if not rows:
-            return
-        name = _part_name(
-            f"part-w{self._worker}",
-            f"{rows[0][key]}@{rows[0][n.CREATED_TIMESTAMP]}",
-            f"{rows[-1][key]}@{rows[-1][n.CREATED_TIMESTAMP]}",
-            len(rows),
-        )
-        table = pa.Table.from_pylist(rows, schema=feature_row_schema(view))
-        write_parquet_atomic(table, self._root / view / name)
+        write_partition(self._root, view, self._buffers.pop(view, []), f"part-w{self._worker}")
 
     def close(self) -> None:
         for view in list(self._buffers):

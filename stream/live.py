@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
@@ -32,9 +31,9 @@ from bytewax.outputs import (
 )
 
 from core import names as n
-from core.schema import feature_row_schema
+from core.redis_server import redis_client
 from core.settings import Settings
-from stream.io import supersede, write_parquet_atomic
+from stream.io import write_partition
 from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
@@ -47,16 +46,6 @@ from stream.steps import (
 
 log = logging.getLogger(__name__)
 EVENT_FIELD = "event"
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=settings.redis_password or None,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-    )
 
 
 def retry_redis(write: Callable[[], Any], pause_s: float = 1.0) -> Any:
@@ -84,6 +73,13 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """XINFO GROUPS entry of ``group`` on ``stream`` (pending, lag, last-delivered-id, ...)."""
+    if not client.exists(stream):
+        return None
+    return next((g for g in client.xinfo_groups(stream) if g["name"].decode() == group), None)
 
 
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -115,9 +111,8 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
         # Without a snapshot, first take back this consumer's delivered-but-unacked entries.
         self._own_pending_from: str | None = "0" if resume is None else None
         if resume is not None:  # re-read what was delivered after the last snapshot
-            groups = self._client.xinfo_groups(settings.events_stream)
-            mine = [g for g in groups if g["name"].decode() == settings.consumer_group]
-            self._backlog_end = mine[0]["last-delivered-id"].decode() if mine else None
+            mine = group_info(self._client, settings.events_stream, settings.consumer_group)
+            self._backlog_end = mine["last-delivered-id"].decode() if mine else None
 
     def next_batch(self) -> list[dict[str, Any]]:
         s = self._s
@@ -154,10 +149,9 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
         metrics.events_in.inc(len(entries))
         if time.monotonic() - self._lag_checked > 1.0:
             self._lag_checked = time.monotonic()
-            with contextlib.suppress(redis.RedisError, IndexError, KeyError):
-                lag = self._client.xinfo_groups(s.events_stream)
-                mine = [g for g in lag if g["name"].decode() == s.consumer_group]
-                metrics.consumer_lag.set(mine[0].get("lag") or 0)
+            with contextlib.suppress(redis.RedisError):
+                mine = group_info(self._client, s.events_stream, s.consumer_group)
+                metrics.consumer_lag.set((mine or {}).get("lag") or 0)
         return [_decode(i, f) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
@@ -214,28 +208,22 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
         self._store = open_store(settings)
         self._client = redis_client(settings)
         self._pending: Counter[str] = Counter(pending or {})
-
-    def write_batch(self, values: list[tuple[str, FeatureRow]]) -> None:
         from feast.data_source import PushMode
 
+        self._online = PushMode.ONLINE
+
+    def write_batch(self, values: list[tuple[str, FeatureRow]]) -> None:
         by_view: dict[str, list[dict[str, Any]]] = {}
         for _source, (view, row) in values:
             by_view.setdefault(view, []).append(row)
-        for view, rows in by_view.items():
+        for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
-            rows = supersede(rows, key)
-            table = pa.Table.from_pylist(rows, schema=feature_row_schema(view))
-            first, last = rows[0], rows[-1]
-            name = (
-                f"part-live-{self._part}-{first[key]}-{first[n.CREATED_TIMESTAMP]}-"
-                f"{last[n.CREATED_TIMESTAMP]}-{len(rows)}.parquet"
-            ).replace("/", "_")
-            write_parquet_atomic(table, self._s.offline_dir / view / name)
+            rows = write_partition(self._s.offline_dir, view, batch, f"part-live-{self._part}")
             latest = {r[key]: r for r in rows}  # one online write per entity and batch
             frame = _push_frame(list(latest.values()))
             retry_redis(
                 lambda v=view, f=frame: self._store.push(  # type: ignore[misc]
-                    n.push_source_name(v), f, to=PushMode.ONLINE
+                    n.push_source_name(v), f, to=self._online
                 )
             )
             stream_metrics().rows_out.inc(len(rows))

@@ -114,7 +114,8 @@ class WindowCounts:
 
     windows: dict[str, int]
     times: dict[str, list[int]] = field(default_factory=dict)
-    total: int = 0
+    total: int = 0  # events ever added: also the entity's row sequence number
+    latest_us: int = 0  # the latest event time added
 
     def add(self, event_type: str, ts_us: int) -> None:
         """Record one event (late ones are inserted in order) and evict what no window holds."""
@@ -124,8 +125,8 @@ class WindowCounts:
         else:
             times.append(ts_us)
         self.total += 1
-        horizon = max(times[-1], ts_us) - max(self.windows.values()) * US
-        cut = bisect_right(times, horizon)
+        self.latest_us = max(self.latest_us, ts_us)
+        cut = bisect_right(times, self.latest_us - max(self.windows.values()) * US)
         if cut:
             del times[:cut]
 
@@ -171,14 +172,11 @@ class UserState:
     behavior: WindowCounts
     affinity: DecayedAffinity
     recent: list[str] = field(default_factory=list)  # most recent first, distinct
-    seq: int = 0
-    last_ts_us: int = 0
 
 
 @dataclass
 class ItemState:
     counts: WindowCounts
-    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,19 +251,18 @@ def user_features(
             WindowCounts(dict(n.USER_WINDOWS)),
             DecayedAffinity(int(params.affinity_half_life_hours * 3600 * US)),
         )
-    state.seq += 1
+    previous_us = state.behavior.latest_us
     state.behavior.add(event.event_type, event.ts_us)
-    now = max(state.last_ts_us, event.ts_us)
+    now = state.behavior.latest_us
     interest = n.EVENT_WEIGHTS[event.event_type] > 0  # an impression shows no interest
     if interest and event.category_id is not None:
         state.affinity.add(event.category_id, n.EVENT_WEIGHTS[event.event_type], event.ts_us)
-    if interest and event.ts_us >= state.last_ts_us:
+    if interest and event.ts_us >= previous_us:
         if event.item_id in state.recent:
             state.recent.remove(event.item_id)
         state.recent.insert(0, event.item_id)
         del state.recent[params.recent_items_n :]
-    state.last_ts_us = now
-    ts, created = _stamps(now, state.seq)
+    ts, created = _stamps(now, state.behavior.total)
     key = {n.USER_ID: event.user_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created}
     behavior = {**key, **state.behavior.counts(now), n.EVENTS_TOTAL: state.behavior.total}
     top = state.affinity.top(params.top_categories_n)
@@ -283,15 +280,14 @@ def item_features(state: ItemState | None, event: Event) -> tuple[ItemState, lis
     """Update an item's popularity counts with one event; emit its ``item_stats`` row."""
     if state is None:
         state = ItemState(WindowCounts(dict(n.ITEM_WINDOWS)))
-    state.seq += 1
     state.counts.add(event.event_type, event.ts_us)
-    now = max(event.ts_us, max((t[-1] for t in state.counts.times.values() if t), default=0))
+    now = state.counts.latest_us
     counts = state.counts.counts(now)
     views = counts[n.count_feature(n.EventType.VIEW, "7d")]
     buys = counts[n.count_feature(n.EventType.PURCHASE, "7d")]
     shown = counts[n.count_feature(n.EventType.IMPRESSION, "7d")]
     clicks = counts[n.count_feature(n.EventType.CLICK, "7d")]
-    ts, created = _stamps(now, state.seq)
+    ts, created = _stamps(now, state.counts.total)
     row = {
         n.ITEM_ID: event.item_id,
         n.EVENT_TIMESTAMP: ts,

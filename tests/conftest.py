@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ def feast_project(
 ) -> Iterator[FeastProject]:
     """A fresh Feast project over a real slice of Online Retail: imported, backfilled by the
     Bytewax dataflow, applied with the real `feast` CLI, materialized into the test Redis."""
-    from core.feast_store import materialize, open_store
+    from core.feast_store import feast_apply, materialize, open_store
     from core.importers import import_online_retail
     from stream.backfill import run_backfill
 
@@ -70,13 +68,7 @@ def feast_project(
         data_dir / "dead_letters",
         progress=False,
     )
-    subprocess.run(
-        [sys.executable, "-m", "core.cli", "feast", "apply"],
-        check=True,
-        env={**os.environ},
-        cwd=ROOT,
-        capture_output=True,
-    )
+    feast_apply(settings)
     materialize(open_store(settings), settings)
     yield FeastProject(settings, redis_server)
     for key, value in saved.items():

@@ -14,10 +14,10 @@ import pytest
 from bytewax.testing import run_main
 
 from core import names as n
-from core.feast_store import open_store
-from core.redis_server import RedisServer, free_port
+from core.feast_store import feast_apply, open_store
+from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
-from stream.live import live_flow, publish, redis_client
+from stream.live import group_info, live_flow, publish
 from stream.metrics import stream_metrics
 
 pytestmark = pytest.mark.integration
@@ -53,13 +53,7 @@ def fresh_project(base, data_dir, **update):
     )
     for view in n.VIEW_FEATURES:
         (settings.offline_dir / view).mkdir(parents=True)
-    subprocess.run(
-        [sys.executable, "-m", "feast.cli.cli", "apply"],
-        check=True,
-        env={**os.environ, **settings.feast_env()},
-        cwd=settings.feature_repo,
-        capture_output=True,
-    )
+    feast_apply(settings)
     return settings
 
 
@@ -117,8 +111,8 @@ def ig_stream(settings, *args):
 
 
 def delivered(settings):
-    groups = redis_client(settings).xinfo_groups(settings.events_stream)
-    return ((groups[0].get("entries-read") or 0), groups[0]["pending"]) if groups else (0, 0)
+    group = group_info(redis_client(settings), settings.events_stream, settings.consumer_group)
+    return ((group.get("entries-read") or 0), group["pending"]) if group else (0, 0)
 
 
 @pytest.fixture
