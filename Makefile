@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo \
+.PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo api-demo \
         test test-unit test-integration bench lint format clean
 
 help: ## list every target
@@ -59,7 +59,10 @@ serve: install redis-up ## run the API (uvicorn, http://127.0.0.1:8000/docs)
 summary: install ## print rows per table and one user's online features read through Feast
 	$(IG) summary
 
-demo: install redis-up import backfill apply materialize summary train ## the whole job on the shipped defaults
+demo: install redis-up import backfill apply materialize summary train api-demo ## the whole job on the shipped defaults
+
+api-demo: install redis-up ## start the API and print a few real calls and their answers
+	$(IG) api-demo
 
 test: install ## unit + integration tests (integration starts its own redis-server)
 	$(PY) -m pytest

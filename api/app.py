@@ -1,82 +1,87 @@
-"""FastAPI app factory: health, readiness, metrics and the shopper profile from Feast online.
+"""FastAPI app factory: the scoring API.
 
-The recommend/score/search endpoints belong to the scoring-API issue and build on this.
-Run: ``make serve`` (uvicorn ``api.app:create_app --factory``).
+Run: ``make serve`` (uvicorn ``api.app:create_app --factory``); OpenAPI at ``/docs``.
+Routes that call Feast's synchronous SDK or torch are plain ``def`` (they run in the thread pool).
 """
 
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-import redis
-from fastapi import Depends, FastAPI, HTTPException, Path, Request
-from fastapi.responses import Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
+import numpy as np
+from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import pipeline as pl
+from api.bundle import NONE, ArtifactError, Bundle
+from api.schemas import (
+    MAX_K,
+    EventBatch,
+    EventIn,
+    EventsAccepted,
+    Health,
+    ItemScore,
+    Profile,
+    Readiness,
+    Recommendations,
+    ReloadRequest,
+    ReloadResponse,
+    ScoreRequest,
+    ScoreResponse,
+    SearchHit,
+    SearchResponse,
+    SimilarItem,
+    SimilarResponse,
 )
-from pydantic import BaseModel
-
+from api.state import State
 from core import names as n
-from core.redis_server import redis_client
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-
-class Health(BaseModel):
-    status: str
-
-
-class Readiness(BaseModel):
-    ready: bool
-    redis: bool
-    feature_store: bool
-
-
-class Profile(BaseModel):
-    user_id: str
-    known: bool
-    features: dict[str, Any]
-    top_categories: list[str]
-    recent_items: list[str]
-
-
-class State:
-    """What the lifespan loads once: settings, the Feast store, metrics."""
-
-    def __init__(self, settings: Settings) -> None:
-        from core.feast_store import open_store
-
-        self.settings = settings
-        self.store = open_store(settings)
-        self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "ig_requests_total",
-            "Requests by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ig_request_seconds", "Request latency by route", ["route"], registry=self.registry
-        )
-        self.redis = redis_client(settings, timeout=0.5)
 
 
 def get_state(request: Request) -> State:
     return request.app.state.ig
 
 
+def get_bundle(request: Request) -> Bundle:
+    bundle = request.app.state.ig.bundle
+    if bundle is None:
+        raise HTTPException(503, "no model loaded: run `make train`, then POST /v1/admin/reload")
+    return bundle
+
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    expected = request.app.state.ig.settings.api_key
+    if expected is None:
+        raise HTTPException(403, "writes are disabled: set IG_API_KEY on the server")
+    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key")
+
+
 StateDep = Annotated[State, Depends(get_state)]
+BundleDep = Annotated[Bundle, Depends(get_bundle)]
+UserPath = Annotated[str, Path(min_length=1, max_length=128)]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items (1..{MAX_K}).")]
+Explore = Annotated[
+    str,
+    Query(
+        pattern=r"^(auto|off|0(\.\d{1,4})?|1(\.0{1,4})?)$",
+        description="auto: by history length; off; or a share 0..1 (capped at the policy's max).",
+    ),
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,46 +89,232 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ig = State(settings or get_settings())
         gc.collect()
-        gc.freeze()  # Feast's start-up objects stay out of every later GC pass
+        gc.freeze()  # Feast's and torch's start-up objects stay out of every later GC pass
         yield
 
-    app = FastAPI(title="InterestGraph", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="InterestGraph",
+        version="0.1.0",
+        description="Real-time recommendation on a feature store (Feast + Redis).",
+        lifespan=lifespan,
+    )
 
     @app.middleware("http")
     async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
+        state = getattr(request.app.state, "ig", None)
+        limit = state.settings.max_body_bytes if state else 1_000_000
+        length = request.headers.get("content-length")
+        if request.method in ("POST", "PUT", "PATCH"):
+            if length is None and request.headers.get("transfer-encoding"):
+                return JSONResponse({"detail": "send a Content-Length"}, status_code=411)
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
         response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
-        state = getattr(request.app.state, "ig", None)
         if state is not None:
             state.requests.labels(name, str(response.status_code)).inc()
             state.latency.labels(name).observe(time.perf_counter() - started)
         return response
 
-    @app.get("/health", response_model=Health)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in errors[:5]
+        )
+        detail = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in errors]
+        return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+    @app.get("/health", response_model=Health, tags=["ops"])
     def health() -> Health:
         return Health(status="ok")
 
-    @app.get("/ready", response_model=Readiness)
+    @app.get("/ready", response_model=Readiness, tags=["ops"])
     def ready(state: StateDep, response: Response) -> Readiness:
         try:
             redis_ok = bool(state.redis.ping())
-        except redis.RedisError:
+        except pl.STORE_DOWN:
             redis_ok = False
-        if not redis_ok:
+        model = state.bundle.version if state.bundle else None
+        ok = redis_ok and model is not None
+        if not ok:
             response.status_code = 503
-        return Readiness(ready=redis_ok, redis=redis_ok, feature_store=True)
+        return Readiness(ready=ok, redis=redis_ok, feature_store=True, model=model)
 
-    @app.get("/metrics")
+    @app.get("/metrics", tags=["ops"])
     def metrics(state: StateDep) -> Response:
         return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/users/{user_id}/profile", response_model=Profile)
-    def profile(
+    @app.get("/v1/recommend/{user_id}", response_model=Recommendations, tags=["recommend"])
+    def recommend(
+        state: StateDep, bundle: BundleDep, user_id: UserPath, k: K = 20, explore: Explore = "auto"
+    ) -> Recommendations:
+        """Ranked items with scores and reasons: candidates → hydrate → score → explore →
+        filter → explain. Unknown users get the cold-start path; Redis down → popularity with
+        ``degraded: true``."""
+        return pl.recommend(state, user_id, k, explore)
+
+    @app.post("/v1/score", response_model=ScoreResponse, tags=["recommend"])
+    def score(state: StateDep, bundle: BundleDep, body: ScoreRequest) -> ScoreResponse:
+        """Scores for a caller's own candidates. An item the model has never seen is placed by
+        its ``title`` (text projection); without one it is scored on features alone."""
+        refs = [(r, None) if isinstance(r, str) else (r.item_id, r.title) for r in body.items]
+        rows = [bundle.index.get(item_id) for item_id, _ in refs]
+        vectors = np.zeros((len(refs), bundle.vectors.shape[1]), dtype=np.float32)
+        placed = []
+        new_titles = []
+        for j, ((_, title), row) in enumerate(zip(refs, rows, strict=True)):
+            if row is not None and bundle.placed_by[row] != NONE:
+                vectors[j] = bundle.vectors[row]
+                placed.append(str(bundle.placed_by[row]))
+            elif title and title.strip() and bundle.projection is not None and state.encoder:
+                new_titles.append((j, title))
+                placed.append("text")
+            else:
+                placed.append(NONE)
+        if new_titles:
+            from models.text import TextProjection
+
+            text = state.encoder.encode([t for _, t in new_titles])
+            vectors[[j for j, _ in new_titles]] = TextProjection(bundle.projection)(text)
+        degraded = False
+        try:
+            ctx = pl.read_context(state, body.user_id)
+            features = pl.hydrate(state, body.user_id, [i for i, _ in refs])
+        except pl.STORE_DOWN as exc:
+            state.degraded.labels("score").inc()
+            state.log_degraded(exc)
+            degraded, ctx, features = True, pl.Context(), None
+        vec = bundle.user_vector(
+            body.user_id, ctx.recent_items, state.settings.live_interest_weight
+        )
+        gnn = vectors @ vec if vec is not None else np.full(len(refs), np.nan)
+        gnn[np.array(placed) == NONE] = np.nan
+        if features is None:  # no features: the GNN score alone (NaN -> lowest)
+            scores = np.nan_to_num(gnn, nan=-1e9)
+        else:
+            scores = pl.score(bundle, features, gnn, rows)
+        return ScoreResponse(
+            user_id=body.user_id,
+            degraded=degraded,
+            model_version=bundle.version,
+            scores=[
+                ItemScore(item_id=i, score=round(float(s), 6), placed_by=p)
+                for (i, _), s, p in zip(refs, scores, placed, strict=True)
+            ],
+        )
+
+    @app.get("/v1/search", response_model=SearchResponse, tags=["recommend"])
+    def search(
         state: StateDep,
-        user_id: Annotated[str, Path(min_length=1, max_length=128)],
-    ) -> Profile:
+        bundle: BundleDep,
+        q: Annotated[str, Query(min_length=1, max_length=256, description="Free text.")],
+        user_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        k: K = 20,
+    ) -> SearchResponse:
+        """Semantic search over item titles (MiniLM); re-ranked by the user's interests when a
+        ``user_id`` is given."""
+        if bundle.text is None or state.encoder is None:
+            raise HTTPException(503, "this model artifact has no text index")
+        if not q.strip():
+            raise HTTPException(422, "q must contain non-blank text")
+        qv = state.encoder.encode([q])[0]
+        sims = bundle.text @ qv
+        sims[~bundle.available] = -np.inf
+        pool = np.argsort(-sims)[: max(100, k)]
+        final = sims[pool].copy()
+        degraded, vec = False, None
+        if user_id is not None:
+            try:
+                ctx = pl.read_context(state, user_id)
+            except pl.STORE_DOWN as exc:
+                state.degraded.labels("search").inc()
+                state.log_degraded(exc)
+                degraded, ctx = True, pl.Context()
+            vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+        if vec is not None:
+            affinity = bundle.vectors[pool] @ vec
+            z = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
+            final = final + state.settings.search_personal_weight * z
+        top = np.argsort(-final, kind="stable")[:k]
+        hits = []
+        for j in top:
+            item_id, title, category = bundle.item(int(pool[j]))
+            reason = f"matches “{q.strip()}”"
+            if vec is not None and final[j] > sims[pool[j]]:
+                reason += " and fits your interests"
+            hits.append(
+                SearchHit(
+                    item_id=item_id,
+                    title=title,
+                    category=category,
+                    score=round(float(final[j]), 6),
+                    text_similarity=round(float(sims[pool[j]]), 6),
+                    reason=reason,
+                )
+            )
+        return SearchResponse(query=q, user_id=user_id, degraded=degraded, items=hits)
+
+    @app.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["recommend"])
+    def similar(
+        bundle: BundleDep, item_id: Annotated[str, Path(min_length=1, max_length=128)], k: K = 20
+    ) -> SimilarResponse:
+        """Neighbours in the item embedding space; a cold item is placed by its title."""
+        row = bundle.index.get(item_id)
+        if row is None:
+            raise HTTPException(
+                404, f"unknown item {item_id!r}; POST /v1/score with a title places a new item"
+            )
+        if bundle.placed_by[row] == NONE:
+            raise HTTPException(
+                404, f"item {item_id!r} has no embedding (not in the graph, no title)"
+            )
+        rows, sims = bundle.similar(row, k)
+        return SimilarResponse(
+            item_id=item_id,
+            placed_by=str(bundle.placed_by[row]),
+            items=[
+                SimilarItem(
+                    item_id=bundle.ids[r],
+                    title=bundle.titles[r],
+                    category=bundle.categories[r],
+                    similarity=round(float(s), 6),
+                )
+                for r, s in zip(rows.tolist(), sims.tolist(), strict=True)
+            ],
+        )
+
+    @app.post(
+        "/v1/events",
+        response_model=EventsAccepted,
+        status_code=202,
+        tags=["events"],
+        dependencies=[Depends(require_key)],
+    )
+    def events(state: StateDep, body: Annotated[EventIn | EventBatch, Body()]) -> EventsAccepted:
+        """One event or ``{"events": [...]}``, written to the Redis Stream the live dataflow
+        reads. Nothing is written unless every event is valid."""
+        from stream.live import publish
+
+        batch = body.events if isinstance(body, EventBatch) else [body]
+        rows = [e.canonical() for e in batch]
+        if state.bundle is not None:  # the catalogue knows categories the caller may not send
+            for row in rows:
+                at = state.bundle.index.get(row[n.ITEM_ID])
+                if row[n.CATEGORY_ID] is None and at is not None:
+                    row[n.CATEGORY_ID] = state.bundle.categories[at]
+        try:
+            ids = publish(state.redis, state.settings.events_stream, rows)
+        except pl.STORE_DOWN as exc:
+            raise HTTPException(503, f"event stream unavailable, nothing written: {exc}") from exc
+        state.events_accepted.inc(len(ids))
+        return EventsAccepted(accepted=len(ids), stream=state.settings.events_stream, ids=ids)
+
+    @app.get("/v1/users/{user_id}/profile", response_model=Profile, tags=["users"])
+    def profile(state: StateDep, user_id: UserPath) -> Profile:
         """A shopper's online features (FeatureService profile_v1) and top interests."""
         try:
             online = state.store.get_online_features(
@@ -131,11 +322,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 entity_rows=[{n.USER_ID: user_id}],
                 full_feature_names=True,
             ).to_dict()
-        except redis.RedisError as exc:
-            log.warning("online store unavailable: %s", exc)
+        except pl.STORE_DOWN as exc:
+            state.log_degraded(exc)
             raise HTTPException(503, "online feature store unavailable; retry shortly") from exc
         values = {k: v[0] for k, v in online.items() if k != n.USER_ID}
-        known = values.get(f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}") is not None
+        known = values.get(pl.EVENTS_TOTAL) is not None
         return Profile(
             user_id=user_id,
             known=known,
@@ -143,5 +334,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             top_categories=values.get(f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}") or [],
             recent_items=values.get(f"{n.USER_INTEREST}__{n.RECENT_ITEMS}") or [],
         )
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        tags=["ops"],
+        dependencies=[Depends(require_key)],
+    )
+    def reload(
+        state: StateDep, body: Annotated[ReloadRequest | None, Body()] = None
+    ) -> ReloadResponse:
+        """Load a newer artifact (default: ``latest``) without restarting; requests in flight
+        finish on the old one."""
+        try:
+            version, previous = state.load(body.version if body else None)
+        except ArtifactError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return ReloadResponse(version=version, previous=previous)
 
     return app

@@ -6,7 +6,8 @@ the configured dataset in a temporary folder, and measures, in the same run:
 - the physical floor: the same Redis hashes and fields read straight with redis-py HMGET;
 - backfill throughput of the Bytewax dataflow (events/second);
 - the live job: events/second with one worker and with two processes, the Bytewax
-  pass-through ceiling over the same source, and freshness at a fixed offered rate.
+  pass-through ceiling over the same source, and freshness at a fixed offered rate;
+- the scoring API against ``feast serve`` (bench/api_bench.py), API fuzzing, bandit replay.
 Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
 """
 
@@ -143,6 +144,21 @@ def online_latency(redis: RedisServer) -> dict[str, float]:
     return out
 
 
+def serving_artifacts(workdir: Path) -> Path:
+    """The trained model the API serves (``artifacts/latest``); without one, a quick model
+    (5 epochs) is trained into ``workdir`` so the API figures are still measured."""
+    s = get_settings()
+    if (s.artifacts_dir / "latest" / "catalogue.parquet").exists():
+        return s.artifacts_dir
+    from models.lightgcn import LightGCNConfig
+    from models.train import TrainConfig, train
+
+    print("no serving artifact under artifacts/latest: training a quick one (make train)")
+    out = workdir / "artifacts"
+    train(s, TrainConfig(dataset=s.dataset, ranker_pairs=1000), LightGCNConfig(max_epochs=5), out)
+    return out
+
+
 def main() -> int:
     results: dict[str, object] = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu "
@@ -161,6 +177,12 @@ def main() -> int:
             from bench.stream_bench import stream_figures
 
             results |= stream_figures(get_settings())
+            from bench.api_bench import api_figures, bandit_figures
+
+            artifacts = serving_artifacts(Path(tmp))
+            results["api_model"] = (artifacts / "latest").resolve().name
+            results |= bandit_figures(get_settings(), artifacts)
+            results |= api_figures(get_settings(), artifacts)
         finally:
             if proc is not None:
                 proc.terminate()

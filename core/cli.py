@@ -176,6 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         neg_popularity_power=args.neg_power,
+        neg_candidates=args.neg_candidates,
         max_epochs=args.epochs,
         seed=args.seed,
     )
@@ -240,6 +241,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
     stop.set()
     print(f"stopped: {stream_metrics().summary()}", flush=True)
     return 0
+
+
+def cmd_api_demo(args: argparse.Namespace) -> int:
+    from api.demo import run
+
+    return run(get_settings())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -359,10 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="negatives drawn by popularity**power (0: uniform)",
     )
+    p.add_argument(
+        "--neg-candidates",
+        type=int,
+        default=8,
+        help="hard negatives: the highest-scored of this many sampled items (1: plain BPR)",
+    )
     p.add_argument("--batch-size", type=int, default=16384)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ranker", action="store_true", help="skip the Feast ranker step")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("api-demo", help="start the API and print a few real calls")
+    p.set_defaults(func=cmd_api_demo)
     return parser
 
 

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     future_tolerance_s: int = Field(
         86_400, ge=0, description="Live events later than now + this go to the dead letters."
     )
+
+    artifacts_dir: Path = Field(ROOT / "artifacts", description="Trained artifacts (+ latest).")
+    api_key: SecretStr | None = Field(
+        None, description="Key for POST /v1/events and /v1/admin/* (X-API-Key); unset: refused."
+    )
+    candidates_gnn: int = Field(100, ge=1, le=2000, description="GNN-retrieved candidates.")
+    candidates_other: int = Field(30, ge=0, le=500, description="Popular/category candidates.")
+    live_interest_weight: float = Field(
+        1.0, ge=0, description="Weight of the live recent items against the trained embedding."
+    )
+    search_personal_weight: float = Field(
+        0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
 
     @property
     def canonical_dir(self) -> Path:

@@ -31,6 +31,7 @@ class LightGCNConfig:
     patience: int = 5
     use_categories: bool = True
     neg_popularity_power: float = 0.0  # 0: uniform negatives; 0.75: popularity^0.75
+    neg_candidates: int = 8  # dynamic negative sampling: the hardest of this many (1: plain)
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -123,8 +124,10 @@ class InterestGCN:
             for step in range(steps):
                 idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 u, pos = users[idx], items[idx] + self.n_users
-                neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
                 emb = self.model.get_embedding(adj)
+                neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
+                if cfg.neg_candidates > 1:
+                    neg = self._hardest(emb, u, len(idx), neg_weights, gen)
                 pos_rank = (emb[u] * emb[pos]).sum(-1)
                 neg_rank = (emb[u] * emb[neg]).sum(-1)
                 node_id = torch.cat([u, pos, neg])
@@ -152,6 +155,22 @@ class InterestGCN:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return history
+
+    def _hardest(
+        self,
+        emb: torch.Tensor,
+        u: torch.Tensor,
+        count: int,
+        weights: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        """Dynamic negative sampling: of ``neg_candidates`` sampled items per user [B], the one
+        the model currently scores highest (node ids [B])."""
+        k = self.config.neg_candidates
+        cand = self._negatives(count * k, weights, gen).view(count, k) + self.n_users  # [B, K]
+        with torch.no_grad():
+            scores = (emb[u].unsqueeze(1) * emb[cand]).sum(-1)  # [B, K]
+        return cand.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
 
     def _negatives(
         self, count: int, weights: torch.Tensor | None, gen: torch.Generator

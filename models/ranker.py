@@ -12,7 +12,29 @@ from sklearn.metrics import roc_auc_score
 from core import names as n
 
 GNN_SCORE = "gnn_score"
+CATEGORY_AFFINITY = "category_affinity"
 LABEL = "label"
+TOP_CATEGORIES = f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"
+TOP_CATEGORY_SCORES = f"{n.USER_INTEREST}__{n.TOP_CATEGORY_SCORES}"
+
+
+def category_affinity(features: pd.DataFrame, item_categories: list[str | None]) -> np.ndarray:
+    """The user's share of interest in each item's category [N], from user_interest's
+    top_categories / top_category_scores (the same columns offline and online); 0 outside them."""
+    if TOP_CATEGORIES not in features:
+        return np.zeros(len(features))
+    out = np.zeros(len(features))
+    tops = features[TOP_CATEGORIES].tolist()
+    scores = features[TOP_CATEGORY_SCORES].tolist()
+    for j, (cats, weights, item_cat) in enumerate(zip(tops, scores, item_categories, strict=True)):
+        listed = isinstance(cats, list | tuple | np.ndarray) and len(cats) > 0
+        if not isinstance(item_cat, str) or not listed or weights is None:
+            continue
+        cats, weights = list(cats), [float(w) for w in weights]
+        total = sum(weights)
+        if item_cat in cats and total > 0:
+            out[j] = weights[cats.index(item_cat)] / total
+    return out
 
 
 def labelled_pairs(

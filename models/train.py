@@ -164,16 +164,20 @@ def train(
         "trained": models["lightgcn"],
     }
 
+    # The serving catalogue: every item of the dataset, with its training popularity.
+    catalogue = build_catalogue(items_table, history, items)
+    cat_index = {item: row for row, item in enumerate(catalogue[n.ITEM_ID])}
+
     # Cold items: placed in item space by their text alone.
     cold_ids = sorted(cold)
-    text_vecs, projection = None, None
+    catalogue_text, projection = None, None
     if cold_ids:
         from models.text import TextEncoder, TextProjection
 
-        titles = items_table.set_index(n.ITEM_ID)[n.TITLE].fillna("")
         encoder = TextEncoder()
-        text_vecs = encoder.encode([titles.get(i, "") for i in items.ids], progress=True)
-        cold_text = encoder.encode([titles[i] for i in cold_ids])
+        catalogue_text = encoder.encode(catalogue[n.TITLE].fillna("").tolist(), progress=True)
+        text_vecs = catalogue_text[[cat_index[i] for i in items.ids]]
+        cold_text = catalogue_text[[cat_index[i] for i in cold_ids]]
         projection = TextProjection.fit(text_vecs, item_emb.numpy())
         metrics["cold_items"] = cold_item_metrics(
             cold_ids, projection(cold_text), user_emb, users, items_table, split, r_hist, items, rng
@@ -183,7 +187,7 @@ def train(
 
     if cfg.ranker:
         metrics["ranker"] = ranker_metrics(
-            settings, split, users, items, gcn_train_only, adj_train, adj_hist, cfg
+            settings, split, users, items, items_table, gcn_train_only, adj_train, adj_hist, cfg
         )
     metrics["epoch_seconds"] = round(float(np.mean(gcn_hist["epoch_seconds"])), 3)
     metrics["epochs"] = len(gcn_hist["loss"])
@@ -199,8 +203,13 @@ def train(
     np.save(out / "item_embeddings.npy", item_emb.numpy())
     (out / "users.json").write_text(json.dumps(users.ids))
     (out / "items.json").write_text(json.dumps(items.ids))
-    if projection is not None and text_vecs is not None:
-        np.save(out / "item_text_embeddings.npy", text_vecs)
+    catalogue.to_parquet(out / "catalogue.parquet", index=False)
+    bought = history[history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])]
+    sp.save_npz(
+        out / "seen.npz", interaction_matrix(bought, users, IdMap(catalogue[n.ITEM_ID].tolist()))
+    )
+    if projection is not None and catalogue_text is not None:
+        np.save(out / "catalogue_text_embeddings.npy", catalogue_text)
         np.save(out / "text_projection.npy", projection.weight)
         (out / "cold_items.json").write_text(json.dumps(cold_ids))
     if isinstance(metrics.get("ranker"), dict) and "model" in metrics["ranker"]:
@@ -239,6 +248,26 @@ def train(
     return out
 
 
+def build_catalogue(items_table: pd.DataFrame, history: pd.DataFrame, items: IdMap) -> pd.DataFrame:
+    """item_id, title, category, popularity (distinct users in train+val), in_graph, available
+    (the dataset's own flag when it has one; True otherwise)."""
+    cat = items_table.drop_duplicates(n.ITEM_ID)
+    unlisted = sorted(set(history[n.ITEM_ID]) - set(cat[n.ITEM_ID]))  # events name them only
+    cat = pd.concat([cat, pd.DataFrame({n.ITEM_ID: unlisted})], ignore_index=True)
+    pop = history.groupby(n.ITEM_ID)[n.USER_ID].nunique()
+    out = pd.DataFrame(
+        {
+            n.ITEM_ID: cat[n.ITEM_ID].astype(str),
+            n.TITLE: cat.get(n.TITLE),
+            n.CATEGORY: cat.get(n.CATEGORY),
+            "popularity": cat[n.ITEM_ID].map(pop).fillna(0).astype(np.int64),
+            "in_graph": cat[n.ITEM_ID].isin(items.index),
+            "available": cat["available"].fillna(True).astype(bool) if "available" in cat else True,
+        }
+    )
+    return out
+
+
 def cold_item_metrics(
     cold_ids, cold_emb, user_emb, users, items_table, split, r_hist, items, rng
 ) -> dict[str, dict[str, float]]:
@@ -263,7 +292,7 @@ def cold_item_metrics(
     return {name: evaluate(fn, truth, seen, len(cold_ids)) for name, fn in scorers.items()}
 
 
-def ranker_metrics(settings, split, users, items, gcn, adj_train, adj_hist, cfg):
+def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, adj_hist, cfg):
     """Point-in-time ranker_v1 features from Feast + GNN score; AUC with and without them.
 
     The GNN score comes from the train-only model, so validation pairs (the ranker's training
@@ -272,9 +301,11 @@ def ranker_metrics(settings, split, users, items, gcn, adj_train, adj_hist, cfg)
 
     from core.feast_store import open_store
     from models.ranker import (
+        CATEGORY_AFFINITY,
         GNN_SCORE,
         LABEL,
         Ranker,
+        category_affinity,
         feature_columns,
         labelled_pairs,
         restore_dropped,
@@ -284,6 +315,7 @@ def ranker_metrics(settings, split, users, items, gcn, adj_train, adj_hist, cfg)
         return {"note": "no offline store: run `make backfill apply` first"}
     store = open_store(settings)
     service = store.get_feature_service(n.RANKER_V1)
+    categories = items_table.drop_duplicates(n.ITEM_ID).set_index(n.ITEM_ID)[n.CATEGORY]
 
     def frame(events: pd.DataFrame, adj: torch.Tensor, seed: int) -> pd.DataFrame:
         known = events[events[n.USER_ID].isin(users.index) & events[n.ITEM_ID].isin(items.index)]
@@ -296,11 +328,15 @@ def ranker_metrics(settings, split, users, items, gcn, adj_train, adj_hist, cfg)
         got = store.get_historical_features(
             entity_df=pairs, features=service, full_feature_names=True
         ).to_df()
-        return restore_dropped(pairs, got)
+        frame = restore_dropped(pairs, got)
+        frame[CATEGORY_AFFINITY] = category_affinity(
+            frame, categories.reindex(frame[n.ITEM_ID]).tolist()
+        )
+        return frame
 
     fit_on = frame(split.val, adj_train, cfg.seed)
     test_on = frame(split.test, adj_hist, cfg.seed + 1)
-    cols = [*feature_columns(fit_on), GNN_SCORE]
+    cols = [*feature_columns(fit_on), CATEGORY_AFFINITY, GNN_SCORE]
     ranker = Ranker(cols).fit(fit_on)
     return {
         "auc_with_features": round(ranker.auc(test_on), 4),

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,14 @@ def feast_project(
         else:
             os.environ[key] = value
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def trained(feast_project: FeastProject, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained through Feast on the slice (artifacts/<version> + latest)."""
+    from models.lightgcn import LightGCNConfig
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(dataset="online-retail", ranker_pairs=300, cold_item_frac=0.1)
+    gcn = LightGCNConfig(embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096)
+    return train(feast_project.settings, cfg, gcn, out_root=tmp_path_factory.mktemp("artifacts"))

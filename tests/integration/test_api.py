@@ -1,29 +1,70 @@
-"""The API over a real Feast project and Redis."""
+"""The scoring API over a real Feast project, a real Redis and a model trained on the slice."""
 
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
 from core import names as n
+from core.redis_server import RedisServer, free_port, redis_client
 
 pytestmark = pytest.mark.integration
+KEY = "test-key-123"
+STAGES = {"context", "candidates", "hydrate", "score", "explore", "filter", "explain"}
 
 
 @pytest.fixture(scope="module")
-def client(feast_project):
-    with TestClient(create_app(feast_project.settings)) as c:
+def settings(feast_project, trained):
+    return feast_project.settings.model_copy(
+        update={
+            "artifacts_dir": trained.parent,
+            "api_key": SecretStr(KEY),
+            "events_stream": "test:api:events",
+            "max_body_bytes": 64_000,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    with TestClient(create_app(settings)) as c:
         yield c
 
 
-def test_health_ready_and_metrics(client):
+@pytest.fixture(scope="module")
+def artifact(trained):
+    users = json.loads((trained / "users.json").read_text())
+    catalogue = pd.read_parquet(trained / "catalogue.parquet")
+    seen = sp.load_npz(trained / "seen.npz").tocsr()
+    cold = json.loads((trained / "cold_items.json").read_text())
+    return users, catalogue, seen, cold
+
+
+def busiest_user(artifact):
+    users, _, seen, _ = artifact
+    return users[int(np.argmax(np.diff(seen.indptr)))]
+
+
+def test_health_ready_and_metrics(client, trained):
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json() == {"ready": True, "redis": True, "feature_store": True}
+    assert client.get("/ready").json() == {
+        "ready": True,
+        "redis": True,
+        "feature_store": True,
+        "model": trained.name,
+    }
     client.get("/v1/users/17850/profile")
     text = client.get("/metrics").text
     assert 'ig_requests_total{route="/v1/users/{user_id}/profile",status="200"}' in text
+    assert f'version="{trained.name}"' in text.split("ig_model_info{")[1].split("}")[0]
 
 
-def test_profile_reads_the_users_online_features(client, feast_project):
+def test_profile_reads_the_users_online_features(client):
     body = client.get("/v1/users/17850/profile").json()
     assert body["known"] is True
     assert body["recent_items"] and body["top_categories"]
@@ -33,26 +74,155 @@ def test_profile_reads_the_users_online_features(client, feast_project):
 
 def test_profile_of_unknown_user_is_empty_not_an_error(client):
     body = client.get("/v1/users/nobody-here/profile").json()
-    assert body == {
-        "user_id": "nobody-here",
-        "known": False,
-        "features": body["features"],
-        "top_categories": [],
-        "recent_items": [],
-    }
+    assert body["known"] is False and body["recent_items"] == [] and body["top_categories"] == []
     assert set(body["features"].values()) == {None}
 
 
-def test_lost_redis_gives_503_with_a_reason_not_a_crash(feast_project):
-    from core.redis_server import free_port
+def test_recommend_known_user_runs_every_stage_and_skips_what_they_bought(client, artifact):
+    users, catalogue, seen, _ = artifact
+    user = busiest_user(artifact)
+    body = client.get(f"/v1/recommend/{user}", params={"k": 15, "explore": "off"}).json()
+    assert body["known"] is True and body["degraded"] is False
+    assert set(body["stages_ms"]) == STAGES
+    items = [i["item_id"] for i in body["items"]]
+    assert len(items) == len(set(items)) == 15
+    bought = set(catalogue[n.ITEM_ID].iloc[seen[users.index(user)].indices])
+    recent = set(client.get(f"/v1/users/{user}/profile").json()["recent_items"])
+    assert not set(items) & (bought | recent)
+    assert not any(i["explored"] for i in body["items"])
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)  # explore off: pure score order
+    assert all(i["reason"] for i in body["items"])
+    assert any(i["reason"].startswith("because you interacted with") for i in body["items"])
 
-    dead = feast_project.settings.model_copy(update={"redis_port": free_port()})
+
+def test_recommend_unknown_user_gets_diverse_popular_items_and_more_exploration(client):
+    body = client.get("/v1/recommend/brand-new-shopper", params={"k": 20}).json()
+    assert body["known"] is False and body["degraded"] is False
+    assert len(body["items"]) == 20
+    assert body["explore_share"] == pytest.approx(0.3)  # empty history: the policy's maximum
+    explored = sum(i["explored"] for i in body["items"])
+    assert 1 <= explored <= 6  # bounded: floor(0.3 * 20)
+    categories = {i["category"] for i in body["items"] if not i["explored"]}
+    assert len(categories) >= 5
+
+
+def test_exploration_shrinks_with_history(client, artifact):
+    rich = client.get(f"/v1/recommend/{busiest_user(artifact)}").json()["explore_share"]
+    new = client.get("/v1/recommend/another-new-shopper").json()["explore_share"]
+    assert 0.05 <= rich < new <= 0.3
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"k": 0}, "k"), ({"k": 101}, "k"), ({"explore": "lots"}, "explore")],
+)
+def test_bad_recommend_parameters_are_422_with_a_message(client, params, field):
+    r = client.get("/v1/recommend/17850", params=params)
+    assert r.status_code == 422
+    assert field in r.json()["message"]
+
+
+def test_score_places_known_cold_and_unknown_items(client, artifact):
+    _, catalogue, _, cold = artifact
+    warm = catalogue[catalogue["in_graph"]][n.ITEM_ID].iloc[0]
+    items = [
+        warm,
+        cold[0],
+        {"item_id": "never-seen-1", "title": "RED HEART T-LIGHT HOLDER"},
+        "never-seen-2",
+    ]
+    body = client.post("/v1/score", json={"user_id": "17850", "items": items}).json()
+    got = [(s["item_id"], s["placed_by"]) for s in body["scores"]]
+    assert got == [
+        (warm, "graph"),
+        (cold[0], "text"),
+        ("never-seen-1", "text"),
+        ("never-seen-2", "none"),
+    ]
+    assert all(np.isfinite(s["score"]) for s in body["scores"])
+    r = client.post("/v1/score", json={"user_id": "17850", "items": []})
+    assert r.status_code == 422 and "items" in r.json()["message"]
+
+
+def test_search_finds_items_by_meaning_and_personalises(client, artifact):
+    body = client.get("/v1/search", params={"q": "heart shaped candle holder", "k": 10}).json()
+    titles = [i["title"] or "" for i in body["items"]]
+    assert len(titles) == 10
+    assert sum("HEART" in t or "CANDLE" in t or "T-LIGHT" in t for t in titles) >= 5
+    sims = [i["text_similarity"] for i in body["items"]]
+    assert sims == sorted(sims, reverse=True)
+    personal = client.get(
+        "/v1/search", params={"q": "heart", "k": 10, "user_id": busiest_user(artifact)}
+    ).json()
+    assert personal["user_id"] == busiest_user(artifact) and len(personal["items"]) == 10
+    assert client.get("/v1/search", params={"q": ""}).status_code == 422
+
+
+def test_similar_items_for_warm_and_cold_items(client, artifact):
+    _, catalogue, _, cold = artifact
+    warm = catalogue[catalogue["in_graph"]][n.ITEM_ID].iloc[0]
+    body = client.get(f"/v1/items/{warm}/similar", params={"k": 5}).json()
+    assert body["placed_by"] == "graph" and len(body["items"]) == 5
+    assert warm not in {i["item_id"] for i in body["items"]}
+    sims = [i["similarity"] for i in body["items"]]
+    assert sims == sorted(sims, reverse=True)
+    body = client.get(f"/v1/items/{cold[0]}/similar", params={"k": 5}).json()
+    assert body["placed_by"] == "text" and len(body["items"]) == 5
+    r = client.get("/v1/items/no-such-item/similar")
+    assert r.status_code == 404 and "unknown item" in r.json()["detail"]
+
+
+def test_events_need_the_key_and_land_on_the_stream(client, settings):
+    bus = redis_client(settings)
+    before = bus.xlen(settings.events_stream)
+    event = {"user_id": "u1", "item_id": "85123A", "event_type": "view"}
+    assert client.post("/v1/events", json=event).status_code == 401
+    assert client.post("/v1/events", json=event, headers={"X-API-Key": "nope"}).status_code == 401
+    bad = {"events": [event, {**event, "event_type": "teleport"}]}
+    r = client.post("/v1/events", json=bad, headers={"X-API-Key": KEY})
+    assert r.status_code == 422 and "event_type" in r.json()["message"]
+    assert bus.xlen(settings.events_stream) == before  # nothing of a bad batch is written
+    r = client.post("/v1/events", json={"events": [event] * 3}, headers={"X-API-Key": KEY})
+    assert r.status_code == 202 and r.json()["accepted"] == 3
+    assert bus.xlen(settings.events_stream) == before + 3
+    _, fields = bus.xrange(settings.events_stream, "-", "+")[-1]
+    written = json.loads(fields[b"event"])
+    assert written["item_id"] == "85123A" and written["event_timestamp"].endswith("+00:00")
+    big = {"events": [{**event, "session_id": "x" * 120}] * 1000}
+    r = client.post("/v1/events", json=big, headers={"X-API-Key": KEY})
+    assert r.status_code == 413
+
+
+def test_reload_needs_the_key_and_swaps_the_model(client, trained):
+    assert client.post("/v1/admin/reload").status_code == 401
+    r = client.post("/v1/admin/reload", headers={"X-API-Key": KEY})
+    assert r.json() == {"version": trained.name, "previous": trained.name}
+    r = client.post("/v1/admin/reload", json={"version": "nope"}, headers={"X-API-Key": KEY})
+    assert r.status_code == 404
+
+
+def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, artifact):
+    """A Redis of its own: up -> down (200, degraded) -> up again (recovered by itself)."""
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    own = settings.model_copy(update={"redis_port": server.port})
+    user = busiest_user(artifact)
     try:
-        with TestClient(create_app(dead)) as c:
+        with TestClient(create_app(own)) as c:
+            assert c.get(f"/v1/recommend/{user}").json()["degraded"] is False
+            server.stop(save=False)
+            r = c.get(f"/v1/recommend/{user}", params={"k": 10})
+            assert r.status_code == 200
+            body = r.json()
+            assert body["degraded"] is True and len(body["items"]) == 10
             assert c.get("/ready").status_code == 503
-            r = c.get("/v1/users/17850/profile")
-            assert r.status_code == 503
-            assert "unavailable" in r.json()["detail"]
+            assert c.get("/v1/search", params={"q": "heart", "user_id": user}).json()["degraded"]
+            assert c.post("/v1/score", json={"user_id": user, "items": ["x"]}).status_code == 200
             assert c.get("/health").status_code == 200
+            server.start()
+            assert c.get(f"/v1/recommend/{user}").json()["degraded"] is False
+            assert "ig_degraded_total" in c.get("/metrics").text
     finally:
-        feast_project.settings.export_feast_env()
+        server.stop(save=False)
+        settings.export_feast_env()

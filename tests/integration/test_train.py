@@ -5,25 +5,23 @@ import json
 import pytest
 
 from core import names as n
-from models.lightgcn import LightGCNConfig
-from models.train import TrainConfig, train
 
 pytestmark = pytest.mark.integration
 METRICS = {"recall@10", "recall@20", "ndcg@10", "ndcg@20", "hit@20", "coverage@20"}
 
 
-def test_train_writes_versioned_artifact_with_all_metrics(feast_project, tmp_path):
-    cfg = TrainConfig(dataset="online-retail", ranker_pairs=300, cold_item_frac=0.1)
-    gcn = LightGCNConfig(embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096)
-    out = train(feast_project.settings, cfg, gcn, out_root=tmp_path)
-
-    assert (tmp_path / "latest").resolve() == out.resolve()
+def test_train_writes_versioned_artifact_with_all_metrics(trained):
+    out = trained
+    assert (out.parent / "latest").resolve() == out.resolve()
     for name in (
         "lightgcn.pt",
         "item_embeddings.npy",
         "users.json",
         "items.json",
         "text_projection.npy",
+        "catalogue.parquet",
+        "catalogue_text_embeddings.npy",
+        "seen.npz",
         "ranker.pkl",
         "training.png",
         "manifest.json",

@@ -1,0 +1,195 @@
+"""A trained artifact, loaded for serving: catalogue, embeddings, text index, ranker.
+
+Every catalogue item gets a vector in the GNN's item space: its trained embedding when it was in
+the graph, else its title projected by the learned text projection (cold items), else none.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from core import names as n
+from models.text import TextProjection
+
+GRAPH, TEXT, NONE = "graph", "text", "none"
+POPULARITY = "popularity"
+IN_GRAPH = "in_graph"
+AVAILABLE = "available"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact folder that is missing or incomplete."""
+
+
+def _normalise(m: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return (m / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Bundle:
+    version: str
+    path: Path
+    catalogue: pd.DataFrame  # item_id, title, category, popularity, in_graph, available
+    index: dict[str, int]  # item_id -> catalogue row
+    ids: list[str]
+    titles: list[str | None]
+    categories: list[str | None]
+    vectors: np.ndarray  # [C, D] GNN item space (zeros where placed_by == none)
+    unit_vectors: np.ndarray  # [C, D] L2-normalised, for similarity
+    placed_by: np.ndarray  # [C] graph | text | none
+    users: dict[str, int]
+    user_vectors: np.ndarray  # [U, D]
+    seen: sp.csr_matrix  # [U, C] items each trained user bought or rated
+    text: np.ndarray | None  # [C, 384] L2-normalised title embeddings
+    projection: np.ndarray | None  # [384 + 1, D]
+    ranker: object | None
+    popularity: np.ndarray  # [C] distinct users per item in training
+    available: np.ndarray  # [C] bool (the catalogue's own flag; all True without one)
+    retrievable: np.ndarray  # [C] bool: available and placed in the item space
+    popular: np.ndarray  # catalogue rows of available items, most popular first
+    by_category: dict[str, np.ndarray]  # category -> its available rows, most popular first
+
+    @classmethod
+    def load(cls, path: Path) -> Bundle:
+        path = Path(path).resolve()
+        need = ["manifest.json", "catalogue.parquet", "items.json", "users.json"]
+        missing = [f for f in need if not (path / f).exists()]
+        if missing:
+            raise ArtifactError(f"{path}: not a serving artifact (missing {', '.join(missing)})")
+        manifest = json.loads((path / "manifest.json").read_text())
+        cat = pd.read_parquet(path / "catalogue.parquet")
+        index = {item: row for row, item in enumerate(cat[n.ITEM_ID])}
+        graph_items = json.loads((path / "items.json").read_text())
+        graph_rows = np.array([index[i] for i in graph_items], dtype=np.int64)
+        item_emb = np.load(path / "item_embeddings.npy").astype(np.float32)
+        vectors = np.zeros((len(cat), item_emb.shape[1]), dtype=np.float32)
+        placed = np.full(len(cat), NONE, dtype=object)
+        vectors[graph_rows] = item_emb
+        placed[graph_rows] = GRAPH
+        text = projection = None
+        if (path / "catalogue_text_embeddings.npy").exists():
+            text = _normalise(np.load(path / "catalogue_text_embeddings.npy"))
+            projection = np.load(path / "text_projection.npy").astype(np.float32)
+            titled = cat[n.TITLE].fillna("").str.strip().ne("").to_numpy()
+            cold = titled & (placed == NONE)
+            vectors[cold] = TextProjection(projection)(text[cold])
+            placed[cold] = TEXT
+        users = json.loads((path / "users.json").read_text())
+        seen = sp.load_npz(path / "seen.npz").tocsr() if (path / "seen.npz").exists() else None
+        ranker = None
+        if (path / "ranker.pkl").exists():
+            with open(path / "ranker.pkl", "rb") as f:
+                ranker = pickle.load(f)
+        available = cat[AVAILABLE].to_numpy(bool)
+        order = np.argsort(-cat[POPULARITY].to_numpy(), kind="stable")
+        popular = order[available[order]]
+        cats = cat[n.CATEGORY].fillna("").to_numpy()
+        by_category: dict[str, list[int]] = {}
+        for row in popular:
+            if cats[row]:
+                by_category.setdefault(cats[row], []).append(int(row))
+        return cls(
+            version=manifest["version"],
+            path=path,
+            catalogue=cat,
+            index=index,
+            ids=[str(i) for i in cat[n.ITEM_ID]],
+            titles=[t if isinstance(t, str) and t.strip() else None for t in cat[n.TITLE]],
+            categories=[c if isinstance(c, str) and c else None for c in cat[n.CATEGORY]],
+            vectors=vectors,
+            unit_vectors=_normalise(vectors),
+            placed_by=placed,
+            users={u: i for i, u in enumerate(users)},
+            user_vectors=np.load(path / "user_embeddings.npy").astype(np.float32),
+            seen=seen if seen is not None else sp.csr_matrix((len(users), len(cat))),
+            text=text,
+            projection=projection,
+            ranker=ranker,
+            popularity=cat[POPULARITY].to_numpy(np.float32),
+            available=available,
+            retrievable=available & (placed != NONE),
+            popular=popular,
+            by_category={c: np.array(rows) for c, rows in by_category.items()},
+        )
+
+    # -- users ----------------------------------------------------------------------------
+    def user_vector(
+        self, user_id: str, recent: list[str], live_weight: float, decay: float = 0.85
+    ) -> np.ndarray | None:
+        """[D]: the trained embedding moved toward the recent items the stream wrote online.
+
+        The recent part is LightGCN's one-hop aggregation (items scaled by 1/sqrt(degree)),
+        weighted by recency (``decay`` per position, most recent first). A user without a trained
+        embedding is embedded from recent items alone (the inductive path); None if neither.
+        """
+        rows = [self.index[i] for i in recent if i in self.index]
+        rows = [r for r in rows if self.placed_by[r] != NONE]
+        base = self.user_vectors[self.users[user_id]] if user_id in self.users else None
+        if not rows:
+            return base
+        w = decay ** np.arange(len(rows), dtype=np.float32)
+        deg = self.popularity[rows] + 1.0
+        agg = (w / np.sqrt(deg)) @ self.vectors[rows] / np.sqrt(w.sum())
+        if base is None:
+            return agg.astype(np.float32)
+        scale = np.linalg.norm(base) / max(float(np.linalg.norm(agg)), 1e-12)
+        return (base + live_weight * scale * agg).astype(np.float32)
+
+    def seen_rows(self, user_id: str) -> np.ndarray:
+        if user_id not in self.users:
+            return np.zeros(0, dtype=np.int64)
+        return self.seen[self.users[user_id]].indices
+
+    # -- items ----------------------------------------------------------------------------
+    def retrieve(self, vec: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``count`` available items by dot product with ``vec`` [D]: (rows, scores)."""
+        scores = self.vectors @ vec
+        scores[~self.retrievable] = -np.inf
+        count = min(count, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top, scores[top]
+
+    def similar(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine neighbours of catalogue ``row`` in the item space, itself excluded."""
+        sims = self.unit_vectors @ self.unit_vectors[row]
+        sims[row] = -np.inf
+        sims[~self.retrievable] = -np.inf
+        k = min(k, int(np.isfinite(sims).sum()))
+        top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return top, sims[top]
+
+    def diverse_popular(self, count: int, categories: list[str] | None = None) -> list[int]:
+        """Popular items taken round-robin across categories (``categories`` first)."""
+        order = [c for c in (categories or []) if c in self.by_category]
+        order += [c for c in self._top_categories() if c not in order]
+        picked: list[int] = []
+        depth = 0
+        while len(picked) < count and depth < 50:
+            for c in order:
+                rows = self.by_category[c]
+                if depth < len(rows):
+                    picked.append(int(rows[depth]))
+                    if len(picked) == count:
+                        break
+            depth += 1
+        if len(picked) < count:
+            have = set(picked)
+            picked += [int(r) for r in self.popular if r not in have][: count - len(picked)]
+        return picked
+
+    def _top_categories(self, limit: int = 20) -> list[str]:
+        return list(self.by_category)[:limit]  # insertion order: by their most popular item
+
+    def item(self, row: int) -> tuple[str, str | None, str | None]:
+        """(item_id, title, category) of catalogue ``row``."""
+        return self.ids[row], self.titles[row], self.categories[row]

@@ -1,0 +1,290 @@
+"""The recommend pipeline, one function per stage:
+
+context (the user's live profile, 1 row) -> candidates -> hydrate (one batched Feast online read)
+-> score (ranker) -> explore (Thompson sampling) -> filter -> explain.
+
+Each stage is timed into the response's ``stages_ms``. A lost Redis at any stage turns the
+request into the popularity fallback with ``degraded: true``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import redis
+
+from api.bundle import GRAPH, TEXT, Bundle
+from api.schemas import Recommendation, Recommendations
+from core import names as n
+from models.explore import ExploreConfig, blend, explore_share, explore_slots
+from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
+
+if TYPE_CHECKING:
+    from api.state import State
+
+# Errors that mean "the online store is unreachable", not "the request is wrong".
+STORE_DOWN = (redis.RedisError, ConnectionError, TimeoutError, OSError)
+GNN, POPULAR, CATEGORY = "gnn", "popular", "category"
+IMPRESSIONS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.IMPRESSION, '7d')}"
+CLICKS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.CLICK, '7d')}"
+EVENTS_TOTAL = f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"
+
+
+@dataclass
+class Context:
+    """What the stream knows about the user now (FeatureService profile_v1)."""
+
+    events_total: int = 0
+    top_categories: list[str] = field(default_factory=list)
+    recent_items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Candidates:
+    rows: np.ndarray  # [N] catalogue rows
+    sources: list[list[str]]  # [N] which generators proposed each
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round((time.perf_counter() - started) * 1000, 3)
+
+
+def read_context(state: State, user_id: str) -> Context:
+    online = state.store.get_online_features(
+        features=state.profile_service, entity_rows=[{n.USER_ID: user_id}], full_feature_names=True
+    ).to_dict()
+    return Context(
+        events_total=int(online[EVENTS_TOTAL][0] or 0),
+        top_categories=list(online[f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"][0] or []),
+        recent_items=list(online[f"{n.USER_INTEREST}__{n.RECENT_ITEMS}"][0] or []),
+    )
+
+
+def candidates(
+    bundle: Bundle, vec: np.ndarray | None, ctx: Context, n_gnn: int, n_other: int
+) -> Candidates:
+    """GNN retrieval (user vector x item space) + popular + the user's top categories.
+
+    Without a user vector (a new shopper): popular items spread across categories."""
+    sources: dict[int, list[str]] = {}
+
+    def add(rows: Any, source: str) -> None:
+        for r in rows:
+            sources.setdefault(int(r), []).append(source)
+
+    if vec is not None:
+        add(bundle.retrieve(vec, n_gnn)[0], GNN)
+        add(bundle.popular[:n_other], POPULAR)
+    else:
+        add(bundle.diverse_popular(n_other, ctx.top_categories), POPULAR)
+    per_cat = max(2, n_other // max(len(ctx.top_categories), 1))
+    for cat in ctx.top_categories:
+        add(bundle.by_category.get(cat, np.zeros(0, np.int64))[:per_cat], CATEGORY)
+    rows = np.fromiter(sources, dtype=np.int64, count=len(sources))
+    return Candidates(rows, [sources[int(r)] for r in rows])
+
+
+def hydrate(state: State, user_id: str, item_ids: list[str]) -> pd.DataFrame:
+    """ranker_v1 online features for (user, item) pairs: ONE batched Feast read. [N, F]"""
+    online = state.store.get_online_features(
+        features=state.ranker_service,
+        entity_rows=[{n.USER_ID: user_id, n.ITEM_ID: i} for i in item_ids],
+        full_feature_names=True,
+    ).to_dict()
+    return pd.DataFrame(online)
+
+
+def score(
+    bundle: Bundle, features: pd.DataFrame, gnn_scores: np.ndarray, rows: list[int | None]
+) -> np.ndarray:
+    """Ranker probability over the Feast features, the category affinity and the GNN score
+    (the GNN score alone without a ranker in the artifact). ``rows``: catalogue rows. [N]"""
+    if bundle.ranker is None:
+        return np.nan_to_num(gnn_scores, nan=-1e9)
+    cats = [bundle.categories[r] if r is not None else None for r in rows]
+    frame = features.assign(
+        **{GNN_SCORE: gnn_scores, CATEGORY_AFFINITY: category_affinity(features, cats)}
+    )
+    for col in bundle.ranker.columns:  # type: ignore[attr-defined]
+        if col not in frame:
+            frame[col] = np.nan
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return bundle.ranker.predict(frame)  # type: ignore[attr-defined,no-any-return]
+
+
+def explore(
+    ranked: np.ndarray,
+    features: pd.DataFrame,
+    k: int,
+    share: float,
+    cfg: ExploreConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Thompson sampling over the items' online impressions/clicks (order, explored)."""
+    imp = _column(features, IMPRESSIONS_7D)[ranked]
+    clk = _column(features, CLICKS_7D)[ranked]
+    return blend(ranked, imp, clk, k, explore_slots(k, share, cfg), rng)
+
+
+def filter_rows(bundle: Bundle, rows: np.ndarray, user_id: str, ctx: Context) -> np.ndarray:
+    """Mask [N]: drop what the user bought/rated in training or touched recently (online),
+    and anything the catalogue marks unavailable."""
+    drop = set(bundle.seen_rows(user_id).tolist())
+    drop.update(bundle.index[i] for i in ctx.recent_items if i in bundle.index)
+    mask = np.array([r not in drop for r in rows.tolist()], dtype=bool)
+    return mask & bundle.available[rows]
+
+
+def explain(
+    bundle: Bundle,
+    row: int,
+    sources: list[str],
+    explored: bool,
+    anchors: np.ndarray,
+    top_categories: list[str],
+) -> str:
+    """One plain-words reason for one item."""
+    _, _, category = bundle.item(row)
+    if explored:
+        return "new for you: exploring beyond your usual picks"
+    if bundle.placed_by[row] == TEXT:
+        return "new in the catalogue, matched to your interests by its description"
+    if GNN in sources and len(anchors):
+        sims = bundle.unit_vectors[anchors] @ bundle.unit_vectors[row]
+        _, title, _ = bundle.item(int(anchors[int(np.argmax(sims))]))
+        if title:
+            return f"because you interacted with “{title}”"
+    if CATEGORY in sources and category:
+        return f"popular in {category}, one of your top categories"
+    if category and category in top_categories:
+        return f"popular in {category}"
+    return "popular right now"
+
+
+def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recommendations:
+    bundle = state.bundle  # one reference: a reload mid-request does not mix two models
+    t = Timer()
+    try:
+        with t.stage("context"):
+            ctx = read_context(state, user_id)
+        vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+        with t.stage("candidates"):
+            cands = candidates(
+                bundle, vec, ctx, state.settings.candidates_gnn, state.settings.candidates_other
+            )
+            ids = [bundle.ids[r] for r in cands.rows]
+        with t.stage("hydrate"):
+            features = hydrate(state, user_id, ids)
+    except STORE_DOWN as exc:
+        state.degraded.labels("recommend").inc()
+        state.log_degraded(exc)
+        return fallback(bundle, user_id, k, t)
+    with t.stage("score"):
+        gnn = bundle.vectors[cands.rows] @ vec if vec is not None else np.full(len(ids), np.nan)
+        scores = score(bundle, features, gnn, cands.rows.tolist())
+        ranked = np.argsort(-scores, kind="stable")
+    known = user_id in bundle.users or ctx.events_total > 0
+    share = resolve_share(explore_param, ctx.events_total if known else 0, state.explore_cfg)
+    with t.stage("explore"):
+        order, explored = explore(ranked, features, k, share, state.explore_cfg, state.rng)
+        order = ranked[order]
+    with t.stage("filter"):
+        mask = filter_rows(bundle, cands.rows[order], user_id, ctx)
+        order, explored = order[mask][:k], explored[mask][:k]
+    with t.stage("explain"):
+        anchors = _anchors(bundle, user_id, ctx)
+        items = []
+        for j, ex in zip(order.tolist(), explored.tolist(), strict=True):
+            row = int(cands.rows[j])
+            item_id, title, category = bundle.item(row)
+            reason = explain(bundle, row, cands.sources[j], ex, anchors, ctx.top_categories)
+            items.append(
+                Recommendation(
+                    item_id=item_id,
+                    title=title,
+                    category=category,
+                    score=round(float(scores[j]), 6),
+                    explored=ex,
+                    sources=cands.sources[j],
+                    reason=reason,
+                )
+            )
+    return Recommendations(
+        user_id=user_id,
+        known=known,
+        degraded=False,
+        model_version=bundle.version,
+        explore_share=round(share, 4),
+        items=items,
+        stages_ms=t.stages,
+    )
+
+
+def resolve_share(param: str, history_len: float, cfg: ExploreConfig) -> float:
+    """``auto`` adapts to the history; ``off`` is 0; a number is taken as is (then bounded)."""
+    if param == "auto":
+        return explore_share(history_len, cfg)
+    if param == "off":
+        return 0.0
+    return min(float(param), cfg.max_share)
+
+
+def fallback(bundle: Bundle, user_id: str, k: int, t: Timer) -> Recommendations:
+    """Redis unreachable: popular items across categories, minus what the user bought."""
+    with t.stage("fallback"):
+        seen = set(bundle.seen_rows(user_id).tolist())
+        rows = [r for r in bundle.diverse_popular(k + len(seen)) if r not in seen][:k]
+        top = float(bundle.popularity.max()) or 1.0
+        items = []
+        for row in rows:
+            item_id, title, category = bundle.item(row)
+            items.append(
+                Recommendation(
+                    item_id=item_id,
+                    title=title,
+                    category=category,
+                    score=round(float(bundle.popularity[row]) / top, 6),
+                    explored=False,
+                    sources=[POPULAR],
+                    reason=f"popular in {category}" if category else "popular right now",
+                )
+            )
+    return Recommendations(
+        user_id=user_id,
+        known=user_id in bundle.users,
+        degraded=True,
+        model_version=bundle.version,
+        explore_share=0.0,
+        items=items,
+        stages_ms=t.stages,
+    )
+
+
+def _anchors(bundle: Bundle, user_id: str, ctx: Context, limit: int = 50) -> np.ndarray:
+    """Items a reason may point at: recent ones (online) first, else the training history."""
+    rows = [bundle.index[i] for i in ctx.recent_items if i in bundle.index]
+    rows = [r for r in rows if bundle.placed_by[r] == GRAPH or bundle.placed_by[r] == TEXT]
+    if not rows:
+        rows = bundle.seen_rows(user_id)[:limit].tolist()
+    return np.array(rows[:limit], dtype=np.int64)
+
+
+def _column(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame:
+        return np.zeros(len(frame))
+    return pd.to_numeric(frame[col], errors="coerce").fillna(0).to_numpy(np.float64)

@@ -1,0 +1,176 @@
+"""Request and response models of the scoring API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from core import names as n
+
+# Ids: 1..128 printable characters, no surrounding whitespace.
+Id = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
+    ),
+]
+MAX_K = 100
+MAX_BATCH = 1000
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: bool
+    feature_store: bool
+    model: str | None = Field(description="Loaded artifact version (None: no model loaded).")
+
+
+class Profile(BaseModel):
+    user_id: str
+    known: bool
+    features: dict[str, Any]
+    top_categories: list[str]
+    recent_items: list[str]
+
+
+class Recommendation(BaseModel):
+    item_id: str
+    title: str | None
+    category: str | None
+    score: float = Field(description="Ranker probability (or the retrieval score without one).")
+    explored: bool = Field(description="Placed by the explore policy rather than by its score.")
+    sources: list[str] = Field(description="Candidate sources: gnn, popular, category.")
+    reason: str
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    known: bool = Field(description="The user has a trained embedding or live history.")
+    degraded: bool = Field(description="Redis was unreachable: popularity fallback served.")
+    model_version: str | None
+    explore_share: float = Field(description="Share of the slots the explore policy could fill.")
+    items: list[Recommendation]
+    stages_ms: dict[str, float]
+
+
+class ItemRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: Id
+    title: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        None, description="Used to place an item the model has never seen (by its text)."
+    )
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Id
+    items: list[ItemRef | Id] = Field(min_length=1, max_length=500)
+
+
+class ItemScore(BaseModel):
+    item_id: str
+    score: float
+    placed_by: str = Field(description="graph, text (cold item) or none (unknown, no title).")
+
+
+class ScoreResponse(BaseModel):
+    user_id: str
+    degraded: bool
+    model_version: str | None
+    scores: list[ItemScore]
+
+
+class SearchHit(BaseModel):
+    item_id: str
+    title: str | None
+    category: str | None
+    score: float
+    text_similarity: float
+    reason: str
+
+
+class SearchResponse(BaseModel):
+    query: str
+    user_id: str | None
+    degraded: bool
+    items: list[SearchHit]
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    title: str | None
+    category: str | None
+    similarity: float
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    placed_by: str = Field(description="graph (trained embedding) or text (cold item).")
+    items: list[SimilarItem]
+
+
+class EventIn(BaseModel):
+    """One behaviour event; the live dataflow validates it again (its dead letters say why)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    user_id: Id
+    item_id: Id
+    event_type: n.EventType
+    event_timestamp: datetime | None = Field(None, description="Default: now (UTC).")
+    value: float = 1.0
+    session_id: Id | None = None
+    category_id: Id | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return v
+        v = v if v.tzinfo else v.replace(tzinfo=UTC)
+        if not datetime(1970, 1, 2, tzinfo=UTC) <= v <= datetime(2200, 1, 1, tzinfo=UTC):
+            raise ValueError("event_timestamp out of range (1970..2200)")
+        return v
+
+    def canonical(self) -> dict[str, Any]:
+        event = self.model_dump()
+        event[n.EVENT_TIMESTAMP] = (self.event_timestamp or datetime.now(UTC)).isoformat()
+        return event
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    stream: str
+    ids: list[str]
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$")] | None = Field(
+        None, description="Artifact folder name (default: latest)."
+    )
+
+
+class ReloadResponse(BaseModel):
+    version: str
+    previous: str | None

@@ -1,0 +1,87 @@
+"""What the API's lifespan loads once: settings, the Feast store, the model bundle, metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+
+from api.bundle import ArtifactError, Bundle
+from core import names as n
+from core.redis_server import redis_client
+from core.settings import Settings
+from models.explore import ExploreConfig
+
+log = logging.getLogger(__name__)
+
+
+class State:
+    def __init__(self, settings: Settings) -> None:
+        from core.feast_store import open_store
+
+        self.settings = settings
+        self.store = open_store(settings)
+        self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
+        self.ranker_service = self.store.get_feature_service(n.RANKER_V1)
+        self.redis = redis_client(settings, timeout=0.5)
+        self.explore_cfg = ExploreConfig()
+        self.rng = np.random.default_rng()
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ig_requests_total",
+            "Requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ig_request_seconds", "Request latency by route", ["route"], registry=self.registry
+        )
+        self.degraded = Counter(
+            "ig_degraded_total",
+            "Responses served without the online store",
+            ["route"],
+            registry=self.registry,
+        )
+        self.events_accepted = Counter(
+            "ig_events_accepted_total", "Events written to the event stream", registry=self.registry
+        )
+        self.model_info = Info("ig_model", "The serving model artifact", registry=self.registry)
+        self._reload_lock = threading.Lock()
+        self._last_degraded_log = 0.0
+        self.bundle: Bundle | None = None
+        self.encoder = None
+        try:
+            self.load(None)
+        except ArtifactError as exc:  # serve profile/health; recommend answers 503 until reload
+            log.warning("no model loaded: %s (run `make train`, then POST /v1/admin/reload)", exc)
+
+    def artifact_path(self, version: str | None) -> Path:
+        path = self.settings.artifacts_dir / (version or "latest")
+        if not path.exists():
+            raise ArtifactError(f"no artifact {path.name!r} under {self.settings.artifacts_dir}")
+        return path
+
+    def load(self, version: str | None) -> tuple[str, str | None]:
+        """Load an artifact (default: latest) and swap it in; returns (new, previous) versions."""
+        with self._reload_lock:
+            bundle = Bundle.load(self.artifact_path(version))
+            if bundle.text is not None and self.encoder is None:
+                from models.text import TextEncoder
+
+                self.encoder = TextEncoder()
+            previous = self.bundle.version if self.bundle else None
+            self.bundle = bundle  # one assignment: requests see the old or the new, never a mix
+            self.model_info.info({"version": bundle.version, "path": str(bundle.path)})
+            log.info("serving model %s (previous: %s)", bundle.version, previous)
+            return bundle.version, previous
+
+    def log_degraded(self, exc: BaseException) -> None:
+        """Log a lost online store at most every 10 s (every request would flood the log)."""
+        now = time.monotonic()
+        if now - self._last_degraded_log > 10:
+            self._last_degraded_log = now
+            log.warning("online store unavailable, serving the fallback: %s", exc)

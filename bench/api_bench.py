@@ -1,0 +1,194 @@
+"""Scoring-API figures for ``make bench``, measured in the same run against Feast's own server.
+
+- ``/v1/recommend/{user}?k=20`` on our API (uvicorn, 1 worker) under a loopback load generator;
+- ``feast serve`` (1 worker, ``--max-requests 0`` so it never recycles mid-run) answering the
+  hydrate read of the same request: FeatureService ranker_v1 for the same user and as many
+  candidate items;
+- schema fuzzing of the API (no 5xx) and the explore/exploit replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+from core import names as n
+from core.redis_server import free_port
+from core.settings import ROOT, Settings
+
+LATENCY_CALLS = 300
+LOAD_CALLS = 600
+LOAD_CLIENTS = 4
+API_KEY = "bench-key"
+
+
+def _env(settings: Settings, artifacts: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **settings.feast_env(),
+        "IG_ARTIFACTS_DIR": str(artifacts),
+        "IG_API_KEY": API_KEY,
+        "IG_EVENTS_STREAM": "bench:api:events",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}): {url}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"server not ready in {timeout} s: {url}")
+
+
+def _measure(call: Callable[[requests.Session, int], requests.Response], n_users: int):
+    """(p50 ms, p99 ms) at one client, then req/s with LOAD_CLIENTS clients (closed loop)."""
+    session = requests.Session()
+    for i in range(20):  # warm-up
+        call(session, i % n_users)
+    lat = []
+    for i in range(LATENCY_CALLS):
+        t = time.perf_counter()
+        r = call(session, i % n_users)
+        lat.append(time.perf_counter() - t)
+        r.raise_for_status()
+    sessions = [requests.Session() for _ in range(LOAD_CLIENTS)]
+
+    def worker(c: int) -> int:
+        errors = 0
+        for i in range(c, LOAD_CALLS, LOAD_CLIENTS):
+            errors += call(sessions[c], i % n_users).status_code != 200
+        return errors
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        errors = sum(pool.map(worker, range(LOAD_CLIENTS)))
+    rps = LOAD_CALLS / (time.perf_counter() - t)
+    ms = np.asarray(lat) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), rps, errors
+
+
+def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
+    from api.bundle import Bundle
+    from api.fuzz import fuzz
+
+    bundle = Bundle.load(artifacts / "latest")
+    users = random.Random(3).sample(sorted(bundle.users), 50)
+    candidates = int(settings.candidates_gnn + settings.candidates_other)
+    items = [bundle.ids[r] for r in bundle.popular[:candidates]]
+    env = _env(settings, artifacts)
+    api_port, feast_port = free_port(), free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
+         str(api_port), "--workers", "1", "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    feast = subprocess.Popen(
+        [str(Path(sys.executable).parent / "feast"), "serve", "--port", str(feast_port),
+         "--workers", "1", "--max-requests", "0", "--no-access-log"],
+        cwd=settings.feature_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    out: dict[str, object] = {}
+    try:
+        base, feast_base = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{feast_port}"
+        _wait(f"{base}/ready", api)
+        _wait(f"{feast_base}/health", feast)
+
+        def recommend(s: requests.Session, i: int) -> requests.Response:
+            return s.get(f"{base}/v1/recommend/{users[i]}", params={"k": 20}, timeout=10)
+
+        def feast_read(s: requests.Session, i: int) -> requests.Response:
+            body = {
+                "feature_service": n.RANKER_V1,
+                "entities": {n.USER_ID: [users[i]] * len(items), n.ITEM_ID: items},
+            }
+            return s.post(f"{feast_base}/get-online-features", json=body, timeout=10)
+
+        sample = recommend(requests.Session(), 0).json()
+        assert len(sample["items"]) == 20 and not sample["degraded"], sample
+        p50, p99, rps, errors = _measure(recommend, len(users))
+        f50, f99, frps, ferrors = _measure(feast_read, len(users))
+        out |= {
+            "api_recommend_p50_ms": round(p50, 3),
+            "api_recommend_p99_ms": round(p99, 3),
+            "api_recommend_rps": round(rps, 1),
+            "api_recommend_errors": errors,
+            "feast_server_p50_ms": round(f50, 3),
+            "feast_server_p99_ms": round(f99, 3),
+            "feast_server_rps": round(frps, 1),
+            "feast_server_errors": ferrors,
+            "feast_server_rows_per_request": len(items),
+            "api_over_feast_server_p50": round(p50 / f50, 3),
+            "api_load_clients": LOAD_CLIENTS,
+        }
+        print(f"api: {json.dumps(out)}", flush=True)
+        report = fuzz(base, API_KEY, max_examples=25)
+        out |= {
+            "api_fuzz_cases": report.cases,
+            "api_fuzz_5xx": len(report.server_errors),
+            "api_fuzz_statuses": {str(k): v for k, v in sorted(report.by_status.items())},
+        }
+        for line in report.server_errors[:5]:
+            print(f"fuzz 5xx: {line}", file=sys.stderr)
+    finally:
+        for proc in (api, feast):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return out
+
+
+def bandit_figures(settings: Settings, artifacts: Path, k: int = 10) -> dict[str, object]:
+    """Replay on the held-out (test) period: each test user, in order of their first test
+    event, is shown k of their top-100 GNN candidates; a click is a shown item they went on to
+    interact with."""
+    from api.bundle import Bundle
+    from models.data import IdMap, interaction_matrix, load_events, time_split
+    from models.explore import ExploreConfig, replay
+
+    bundle = Bundle.load(artifacts / "latest")
+    split = time_split(load_events(settings.canonical_dir / settings.dataset))
+    history = pd.concat([split.train, split.val])
+    users = IdMap(sorted(bundle.users, key=bundle.users.__getitem__))
+    items = IdMap(bundle.ids)
+    seen = interaction_matrix(history, users, items)
+    counts = history.groupby(n.USER_ID).size()
+    test = split.test[split.test[n.USER_ID].isin(bundle.users)]
+    test = test[test[n.ITEM_ID].isin(bundle.index)]
+    first = test.groupby(n.USER_ID)[n.EVENT_TIMESTAMP].min().sort_values()
+    truth = test.groupby(n.USER_ID)[n.ITEM_ID].agg(set)
+    rounds = []
+    for user in first.index:
+        u = bundle.users[user]
+        scores = bundle.vectors @ bundle.user_vectors[u]
+        scores[~bundle.retrievable] = -np.inf
+        scores[seen[u].indices] = -np.inf
+        cands = np.argsort(-scores)[:100]
+        wanted = {bundle.index[i] for i in truth[user]} - set(seen[u].indices.tolist())
+        rounds.append((cands, wanted, int(counts.get(user, 0))))
+    result = replay(rounds, len(bundle.ids), k, ExploreConfig(), seed=0)
+    out: dict[str, object] = {"bandit_rounds": len(rounds), "bandit_k": k}
+    for policy, figures in result.items():
+        out[f"bandit_reward_{policy}"] = figures["reward"]
+        out[f"bandit_coverage_{policy}"] = round(figures["coverage"], 4)
+    return out
