@@ -183,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         degraded = False
         try:
             ctx = pl.read_context(state, body.user_id)
-            features = pl.hydrate(state, body.user_id, [i for i, _ in refs])
+            features = pl.hydrate(state, [i for i, _ in refs])
         except pl.STORE_DOWN as exc:
             state.degraded.labels("score").inc()
             state.log_degraded(exc)
@@ -196,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if features is None:  # no features: the GNN score alone (NaN -> lowest)
             scores = np.nan_to_num(gnn, nan=-1e9)
         else:
-            scores = pl.score(bundle, features, gnn, rows)
+            scores = pl.score(bundle, ctx, features, gnn, rows)
         return ScoreResponse(
             user_id=body.user_id,
             degraded=degraded,

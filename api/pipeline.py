@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import redis
 
 from api.bundle import GRAPH, TEXT, Bundle
@@ -34,15 +33,28 @@ GNN, POPULAR, CATEGORY = "gnn", "popular", "category"
 IMPRESSIONS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.IMPRESSION, '7d')}"
 CLICKS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.CLICK, '7d')}"
 EVENTS_TOTAL = f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"
+TOP_CATEGORIES = f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"
+TOP_SCORES = f"{n.USER_INTEREST}__{n.TOP_CATEGORY_SCORES}"
 
 
 @dataclass
 class Context:
-    """What the stream knows about the user now (FeatureService profile_v1)."""
+    """What the stream knows about the user now (FeatureService profile_v1: every user-side
+    feature of ranker_v1 too)."""
 
-    events_total: int = 0
-    top_categories: list[str] = field(default_factory=list)
-    recent_items: list[str] = field(default_factory=list)
+    features: dict[str, Any] = field(default_factory=dict)  # view__feature -> value
+
+    @property
+    def events_total(self) -> int:
+        return int(self.features.get(EVENTS_TOTAL) or 0)
+
+    @property
+    def top_categories(self) -> list[str]:
+        return list(self.features.get(TOP_CATEGORIES) or [])
+
+    @property
+    def recent_items(self) -> list[str]:
+        return list(self.features.get(f"{n.USER_INTEREST}__{n.RECENT_ITEMS}") or [])
 
 
 @dataclass
@@ -68,11 +80,7 @@ def read_context(state: State, user_id: str) -> Context:
     online = state.store.get_online_features(
         features=state.profile_service, entity_rows=[{n.USER_ID: user_id}], full_feature_names=True
     ).to_dict()
-    return Context(
-        events_total=int(online[EVENTS_TOTAL][0] or 0),
-        top_categories=list(online[f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"][0] or []),
-        recent_items=list(online[f"{n.USER_INTEREST}__{n.RECENT_ITEMS}"][0] or []),
-    )
+    return Context({k: v[0] for k, v in online.items() if k != n.USER_ID})
 
 
 def candidates(
@@ -99,45 +107,59 @@ def candidates(
     return Candidates(rows, [sources[int(r)] for r in rows])
 
 
-def hydrate(state: State, user_id: str, item_ids: list[str]) -> pd.DataFrame:
-    """ranker_v1 online features for (user, item) pairs: ONE batched Feast read. [N, F]"""
+def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
+    """The item side of ranker_v1 for every candidate: ONE batched Feast online read.
+    (Its user side is the context read: the same user for every row.)"""
     online = state.store.get_online_features(
-        features=state.ranker_service,
-        entity_rows=[{n.USER_ID: user_id, n.ITEM_ID: i} for i in item_ids],
+        features=state.ranker_item_refs,
+        entity_rows=[{n.ITEM_ID: i} for i in item_ids],
         full_feature_names=True,
     ).to_dict()
-    return pd.DataFrame(online)
+    online.pop(n.ITEM_ID, None)
+    return online
 
 
 def score(
-    bundle: Bundle, features: pd.DataFrame, gnn_scores: np.ndarray, rows: list[int | None]
+    bundle: Bundle,
+    ctx: Context,
+    items: dict[str, list[Any]],
+    gnn_scores: np.ndarray,
+    rows: list[int | None],
 ) -> np.ndarray:
-    """Ranker probability over the Feast features, the category affinity and the GNN score
-    (the GNN score alone without a ranker in the artifact). ``rows``: catalogue rows. [N]"""
-    if bundle.ranker is None:
+    """Ranker probability [N] over ranker_v1 (user side from ``ctx``, item side from
+    ``items``), the category affinity and the GNN score; the GNN score alone without a ranker.
+    ``rows``: catalogue rows (None: not in the catalogue)."""
+    ranker = bundle.ranker
+    if ranker is None:
         return np.nan_to_num(gnn_scores, nan=-1e9)
+    size = len(gnn_scores)
     cats = [bundle.categories[r] if r is not None else None for r in rows]
-    frame = features.assign(
-        **{GNN_SCORE: gnn_scores, CATEGORY_AFFINITY: category_affinity(features, cats)}
-    )
-    for col in bundle.ranker.columns:  # type: ignore[attr-defined]
-        if col not in frame:
-            frame[col] = np.nan
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return bundle.ranker.predict(frame)  # type: ignore[attr-defined,no-any-return]
+    x = np.empty((size, len(ranker.columns)))  # type: ignore[attr-defined]
+    for j, col in enumerate(ranker.columns):  # type: ignore[attr-defined]
+        if col == GNN_SCORE:
+            x[:, j] = gnn_scores
+        elif col == CATEGORY_AFFINITY:
+            tops, weights = ctx.features.get(TOP_CATEGORIES), ctx.features.get(TOP_SCORES)
+            x[:, j] = category_affinity([tops] * size, [weights] * size, cats)
+        elif col in items:
+            x[:, j] = [np.nan if v is None else v for v in items[col]]
+        else:
+            value = ctx.features.get(col)
+            x[:, j] = np.nan if value is None else value
+    return ranker.predict_matrix(x)  # type: ignore[attr-defined,no-any-return]
 
 
 def explore(
     ranked: np.ndarray,
-    features: pd.DataFrame,
+    items: dict[str, list[Any]],
     k: int,
     share: float,
     cfg: ExploreConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Thompson sampling over the items' online impressions/clicks (order, explored)."""
-    imp = _column(features, IMPRESSIONS_7D)[ranked]
-    clk = _column(features, CLICKS_7D)[ranked]
+    imp = _column(items, IMPRESSIONS_7D, len(ranked))[ranked]
+    clk = _column(items, CLICKS_7D, len(ranked))[ranked]
     return blend(ranked, imp, clk, k, explore_slots(k, share, cfg), rng)
 
 
@@ -189,14 +211,14 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
             )
             ids = [bundle.ids[r] for r in cands.rows]
         with t.stage("hydrate"):
-            features = hydrate(state, user_id, ids)
+            features = hydrate(state, ids)
     except STORE_DOWN as exc:
         state.degraded.labels("recommend").inc()
         state.log_degraded(exc)
         return fallback(bundle, user_id, k, t)
     with t.stage("score"):
         gnn = bundle.vectors[cands.rows] @ vec if vec is not None else np.full(len(ids), np.nan)
-        scores = score(bundle, features, gnn, cands.rows.tolist())
+        scores = score(bundle, ctx, features, gnn, cands.rows.tolist())
         ranked = np.argsort(-scores, kind="stable")
     known = user_id in bundle.users or ctx.events_total > 0
     share = resolve_share(explore_param, ctx.events_total if known else 0, state.explore_cfg)
@@ -284,7 +306,7 @@ def _anchors(bundle: Bundle, user_id: str, ctx: Context, limit: int = 50) -> np.
     return np.array(rows[:limit], dtype=np.int64)
 
 
-def _column(frame: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in frame:
-        return np.zeros(len(frame))
-    return pd.to_numeric(frame[col], errors="coerce").fillna(0).to_numpy(np.float64)
+def _column(items: dict[str, list[Any]], col: str, size: int) -> np.ndarray:
+    if col not in items:
+        return np.zeros(size)
+    return np.array([0.0 if v is None else v for v in items[col]], dtype=np.float64)

@@ -6,9 +6,11 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from threadpoolctl import threadpool_limits
 
 from api.bundle import ArtifactError, Bundle
 from core import names as n
@@ -19,6 +21,16 @@ from models.explore import ExploreConfig
 log = logging.getLogger(__name__)
 
 
+def service_refs(service: Any, join_key: str) -> list[str]:
+    """``view:feature`` references of a FeatureService's views keyed by ``join_key``."""
+    return [
+        f"{p.name}:{f.name}"
+        for p in service.feature_view_projections
+        if n.VIEW_ENTITY_KEY.get(p.name) == join_key
+        for f in p.features
+    ]
+
+
 class State:
     def __init__(self, settings: Settings) -> None:
         from core.feast_store import open_store
@@ -26,7 +38,14 @@ class State:
         self.settings = settings
         self.store = open_store(settings)
         self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
-        self.ranker_service = self.store.get_feature_service(n.RANKER_V1)
+        ranker_service = self.store.get_feature_service(n.RANKER_V1)
+        self.ranker_item_refs = service_refs(ranker_service, n.ITEM_ID)
+        missing = set(service_refs(ranker_service, n.USER_ID)) - set(
+            service_refs(self.profile_service, n.USER_ID)
+        )
+        if missing:  # the context read (profile_v1) must carry ranker_v1's user side
+            raise RuntimeError(f"{n.PROFILE_V1} lacks {n.RANKER_V1}'s user features {missing}")
+        threadpool_limits(1)  # many small requests: one BLAS/OpenMP thread each, no spinning
         self.redis = redis_client(settings, timeout=0.5)
         self.explore_cfg = ExploreConfig()
         self.rng = np.random.default_rng()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,37 +19,49 @@ TOP_CATEGORIES = f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"
 TOP_CATEGORY_SCORES = f"{n.USER_INTEREST}__{n.TOP_CATEGORY_SCORES}"
 
 
-def category_affinity(features: pd.DataFrame, item_categories: list[str | None]) -> np.ndarray:
+def category_affinity(
+    top_categories: Sequence[object],
+    top_scores: Sequence[object],
+    item_categories: Sequence[object],
+) -> np.ndarray:
     """The user's share of interest in each item's category [N], from user_interest's
-    top_categories / top_category_scores (the same columns offline and online); 0 outside them."""
-    if TOP_CATEGORIES not in features:
-        return np.zeros(len(features))
-    out = np.zeros(len(features))
-    tops = features[TOP_CATEGORIES].tolist()
-    scores = features[TOP_CATEGORY_SCORES].tolist()
-    for j, (cats, weights, item_cat) in enumerate(zip(tops, scores, item_categories, strict=True)):
+    top_categories / top_category_scores (per row, offline and online alike); 0 outside them."""
+    out = np.zeros(len(item_categories))
+    rows = zip(top_categories, top_scores, item_categories, strict=True)
+    for j, (cats, weights, item_cat) in enumerate(rows):
         listed = isinstance(cats, list | tuple | np.ndarray) and len(cats) > 0
         if not isinstance(item_cat, str) or not listed or weights is None:
             continue
-        cats, weights = list(cats), [float(w) for w in weights]
-        total = sum(weights)
-        if item_cat in cats and total > 0:
-            out[j] = weights[cats.index(item_cat)] / total
+        cats = list(cats)
+        if item_cat in cats:
+            total = float(np.sum(weights))
+            out[j] = float(weights[cats.index(item_cat)]) / total if total > 0 else 0.0
     return out
 
 
 def labelled_pairs(
-    events: pd.DataFrame, item_ids: list[str], max_pos: int, seed: int
+    events: pd.DataFrame,
+    item_ids: list[str],
+    max_pos: int,
+    seed: int,
+    hard: Callable[[pd.Series], np.ndarray] | None = None,
+    hard_share: float = 0.5,
 ) -> pd.DataFrame:
     """Positives: sampled (user, item, time) interactions; negatives: the same user and time
-    with a uniformly drawn item. Feature time is one second before the event (no leakage)."""
+    with another item, uniformly drawn or (``hard_share`` of them, given ``hard``: users [N]
+    -> item ids [N]) drawn from what retrieval would put in front of that user, as the ranker
+    sees at serving. Feature time is one second before the event (no leakage)."""
     rng = np.random.default_rng(seed)
     pos = events.drop_duplicates([n.USER_ID, n.ITEM_ID])
     pos = pos.sample(min(max_pos, len(pos)), random_state=seed)
     base = pos[[n.USER_ID, n.EVENT_TIMESTAMP]].reset_index(drop=True)
     base[n.EVENT_TIMESTAMP] = base[n.EVENT_TIMESTAMP] - pd.Timedelta(seconds=1)
     positives = base.assign(**{n.ITEM_ID: pos[n.ITEM_ID].to_numpy(), LABEL: 1})
-    negatives = base.assign(**{n.ITEM_ID: rng.choice(item_ids, len(base)), LABEL: 0})
+    negative_items = rng.choice(np.asarray(item_ids, dtype=object), len(base))
+    if hard is not None:
+        take = rng.random(len(base)) < hard_share
+        negative_items[take] = hard(base[n.USER_ID][take])
+    negatives = base.assign(**{n.ITEM_ID: negative_items, LABEL: 0})
     pairs = pd.concat([positives, negatives], ignore_index=True)
     return pairs.astype({n.USER_ID: object, n.ITEM_ID: object})
 
@@ -86,7 +99,11 @@ class Ranker:
         return self
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.model.predict_proba(frame[self.columns].astype(float).to_numpy())[:, 1]
+        return self.predict_matrix(frame[self.columns].astype(float).to_numpy())
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """x [N, len(columns)] (NaN where unknown) -> click probability [N]."""
+        return self.model.predict_proba(x)[:, 1]
 
     def auc(self, frame: pd.DataFrame) -> float:
         return float(roc_auc_score(frame[LABEL], self.predict(frame)))

@@ -304,6 +304,8 @@ def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, a
         CATEGORY_AFFINITY,
         GNN_SCORE,
         LABEL,
+        TOP_CATEGORIES,
+        TOP_CATEGORY_SCORES,
         Ranker,
         category_affinity,
         feature_columns,
@@ -319,9 +321,19 @@ def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, a
 
     def frame(events: pd.DataFrame, adj: torch.Tensor, seed: int) -> pd.DataFrame:
         known = events[events[n.USER_ID].isin(users.index) & events[n.ITEM_ID].isin(items.index)]
-        pairs = labelled_pairs(known, items.ids, cfg.ranker_pairs, seed)
         with torch.no_grad():
             u_emb, i_emb = gcn.embeddings(adj)
+        rng = np.random.default_rng(seed)
+        item_ids = np.asarray(items.ids, dtype=object)
+
+        def retrieved(batch: pd.Series) -> np.ndarray:
+            """One of each user's top-100 retrieved items (what the API would rank)."""
+            scores = u_emb[torch.as_tensor(users.encode(batch))] @ i_emb.T
+            depth = min(100, len(item_ids))
+            top = torch.topk(scores, depth, dim=1).indices.numpy()
+            return item_ids[top[np.arange(len(top)), rng.integers(0, depth, len(top))]]
+
+        pairs = labelled_pairs(known, items.ids, cfg.ranker_pairs, seed, hard=retrieved)
         u = torch.as_tensor(users.encode(pairs[n.USER_ID]))
         i = torch.as_tensor(items.encode(pairs[n.ITEM_ID]))
         pairs[GNN_SCORE] = (u_emb[u] * i_emb[i]).sum(-1).numpy()
@@ -330,7 +342,9 @@ def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, a
         ).to_df()
         frame = restore_dropped(pairs, got)
         frame[CATEGORY_AFFINITY] = category_affinity(
-            frame, categories.reindex(frame[n.ITEM_ID]).tolist()
+            frame[TOP_CATEGORIES].tolist(),
+            frame[TOP_CATEGORY_SCORES].tolist(),
+            categories.reindex(frame[n.ITEM_ID]).tolist(),
         )
         return frame
 

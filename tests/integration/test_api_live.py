@@ -61,14 +61,6 @@ def test_posted_events_move_recommendations_toward_their_category(settings, trai
         assert profile["recent_items"][: len(picks)] == list(reversed(picks.tolist()))
         after = client.get(f"/v1/recommend/{user}", params=params).json()
     assert after["known"] and not after["degraded"]
-    import sys
-
-    for b in (before, after):
-        print(
-            [(i["category"], i["sources"], round(i["score"], 3)) for i in b["items"]],
-            file=sys.stderr,
-        )
-    print(target, picks.tolist(), file=sys.stderr)
     assert share_of(after, target) >= share_of(before, target) + 0.25, (target, before, after)
     assert not set(picks) & {i["item_id"] for i in after["items"]}  # just seen: filtered
     assert any(i["reason"].startswith("because you interacted with") for i in after["items"])
