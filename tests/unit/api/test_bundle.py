@@ -1,0 +1,120 @@
+"""Bundle (a serving artifact) and the pure pipeline stages, on a tiny hand-made artifact."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from api import pipeline as pl
+from api.bundle import ArtifactError, Bundle
+from core import names as n
+
+# Items 0-2 are "mugs" (a cluster in item space), 3-4 "bags", 5 a cold bag (text only), 6 has
+# neither an embedding nor a title, 7 is unavailable.
+ITEM_VECS = np.array(
+    [[1, 0], [0.9, 0.1], [0.95, 0.05], [0, 1], [0.1, 0.9], [0.0, 0.0], [0.0, 0.0], [0.7, 0.7]],
+    dtype=np.float32,
+)
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    ids = [f"i{j}" for j in range(8)]
+    graph = [0, 1, 2, 3, 4, 7]
+    pd.DataFrame(
+        {
+            n.ITEM_ID: ids,
+            n.TITLE: ["mug a", "mug b", "mug c", "bag a", "bag b", "bag new", None, "old"],
+            n.CATEGORY: ["mug", "mug", "mug", "bag", "bag", "bag", None, "mug"],
+            "popularity": [50, 10, 5, 40, 30, 0, 0, 99],
+            "in_graph": [j in graph for j in range(8)],
+            "available": [True] * 7 + [False],
+        }
+    ).to_parquet(tmp_path / "catalogue.parquet")
+    (tmp_path / "items.json").write_text(json.dumps([ids[j] for j in graph]))
+    (tmp_path / "users.json").write_text(json.dumps(["mug-lover"]))
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": "v-test"}))
+    np.save(tmp_path / "item_embeddings.npy", ITEM_VECS[graph])
+    np.save(tmp_path / "user_embeddings.npy", np.array([[1.0, 0.0]], dtype=np.float32))
+    sp.save_npz(tmp_path / "seen.npz", sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 8)))
+    text = np.zeros((8, 3), dtype=np.float32)
+    text[:3, 0] = 1  # mugs
+    text[3:6, 1] = 1  # bags, the cold one included
+    text[6:, 2] = 1
+    np.save(tmp_path / "catalogue_text_embeddings.npy", text)
+    # A projection that maps text axis 0 -> item axis 0, text axis 1 -> item axis 1.
+    np.save(tmp_path / "text_projection.npy", np.array([[1, 0], [0, 1], [0, 0], [0, 0]], "f4"))
+    return Bundle.load(tmp_path)
+
+
+def test_load_places_cold_items_by_text_and_leaves_the_rest_unplaced(bundle):
+    assert bundle.version == "v-test" and bundle.ranker is None
+    assert list(bundle.placed_by) == ["graph"] * 5 + ["text", "none", "graph"]
+    np.testing.assert_allclose(bundle.vectors[5], [0, 1])
+    assert bundle.titles[6] is None and bundle.categories[6] is None
+
+
+def test_incomplete_artifact_is_a_clear_error(tmp_path):
+    with pytest.raises(ArtifactError, match="missing manifest.json"):
+        Bundle.load(tmp_path)
+
+
+def test_retrieve_ranks_available_placed_items(bundle):
+    rows, scores = bundle.retrieve(np.array([1.0, 0.0], dtype=np.float32), 4)
+    assert rows.tolist() == [0, 2, 1, 4]  # item 7 is unavailable, 6 unplaced
+    assert scores.tolist() == sorted(scores.tolist(), reverse=True)
+
+
+def test_recent_items_move_the_user_and_embed_a_new_one(bundle):
+    trained = bundle.user_vector("mug-lover", [], live_weight=1.0)
+    np.testing.assert_allclose(trained, [1, 0])
+    moved = bundle.user_vector("mug-lover", ["i3", "i4"], live_weight=1.0)
+    bag, mug = bundle.vectors[3], bundle.vectors[0]
+    assert trained @ bag == 0 and (moved @ bag) / (moved @ mug) > 0.9  # bags caught up
+    new = bundle.user_vector("stranger", ["i4", "i3"], live_weight=1.0)
+    assert bundle.retrieve(new, 1)[0].tolist() in ([3], [4], [5])
+    assert bundle.user_vector("stranger", [], live_weight=1.0) is None
+    assert bundle.user_vector("stranger", ["unknown", "i6"], live_weight=1.0) is None
+
+
+def test_similar_excludes_itself_and_works_for_a_cold_item(bundle):
+    rows, sims = bundle.similar(0, 2)
+    assert rows.tolist() == [2, 1]
+    rows, _ = bundle.similar(5, 2)  # the cold bag, placed by its title
+    assert set(rows.tolist()) == {3, 4}
+
+
+def test_diverse_popular_alternates_categories(bundle):
+    rows = bundle.diverse_popular(4)
+    cats = [bundle.categories[r] for r in rows]
+    assert cats == ["mug", "bag", "mug", "bag"]
+    assert 7 not in rows  # unavailable
+    assert [bundle.categories[r] for r in bundle.diverse_popular(2, ["bag"])] == ["bag", "mug"]
+
+
+def test_filter_drops_bought_recent_and_unavailable(bundle):
+    ctx = pl.Context({f"{n.USER_INTEREST}__{n.RECENT_ITEMS}": ["i3"]})
+    mask = pl.filter_rows(bundle, np.arange(8), "mug-lover", ctx)
+    assert np.flatnonzero(~mask).tolist() == [0, 3, 7]
+
+
+def test_fallback_serves_popular_minus_bought_and_says_degraded(bundle):
+    body = pl.fallback(bundle, "mug-lover", 3, pl.Timer())
+    assert body.degraded and [i.item_id for i in body.items] == ["i3", "i1", "i4"]
+    assert body.items[0].score == pytest.approx(40 / 99)
+
+
+def test_candidates_for_a_new_user_without_history_are_popular_across_categories(bundle):
+    cands = pl.candidates(bundle, None, pl.Context(), n_gnn=10, n_other=4)
+    assert [bundle.categories[r] for r in cands.rows] == ["mug", "bag", "mug", "bag"]
+    assert all(s == ["popular"] for s in cands.sources)
+
+
+def test_resolve_share():
+    cfg = pl.ExploreConfig()
+    assert pl.resolve_share("off", 0, cfg) == 0
+    assert pl.resolve_share("auto", 0, cfg) == pytest.approx(cfg.max_share)
+    assert pl.resolve_share("1", 0, cfg) == cfg.max_share  # bounded
+    assert pl.resolve_share("0.1", 0, cfg) == pytest.approx(0.1)
