@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import numpy as np
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +28,6 @@ from api.schemas import (
     EventIn,
     EventsAccepted,
     Health,
-    ItemScore,
     Profile,
     Readiness,
     Recommendations,
@@ -37,7 +35,6 @@ from api.schemas import (
     ReloadResponse,
     ScoreRequest,
     ScoreResponse,
-    SearchHit,
     SearchResponse,
     SimilarItem,
     SimilarResponse,
@@ -162,50 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Scores for a caller's own candidates. An item the model has never seen is placed by
         its ``title`` (text projection); without one it is scored on features alone."""
         refs = [(r, None) if isinstance(r, str) else (r.item_id, r.title) for r in body.items]
-        rows = [bundle.index.get(item_id) for item_id, _ in refs]
-        vectors = np.zeros((len(refs), bundle.vectors.shape[1]), dtype=np.float32)
-        placed = []
-        new_titles = []
-        for j, ((_, title), row) in enumerate(zip(refs, rows, strict=True)):
-            if row is not None and bundle.placed_by[row] != NONE:
-                vectors[j] = bundle.vectors[row]
-                placed.append(str(bundle.placed_by[row]))
-            elif title and title.strip() and bundle.projection is not None and state.encoder:
-                new_titles.append((j, title))
-                placed.append("text")
-            else:
-                placed.append(NONE)
-        if new_titles:
-            from models.text import TextProjection
-
-            text = state.encoder.encode([t for _, t in new_titles])
-            vectors[[j for j, _ in new_titles]] = TextProjection(bundle.projection)(text)
-        degraded = False
-        try:
-            ctx = pl.read_context(state, body.user_id)
-            features = pl.hydrate(state, [i for i, _ in refs])
-        except pl.STORE_DOWN as exc:
-            state.degraded.labels("score").inc()
-            state.log_degraded(exc)
-            degraded, ctx, features = True, pl.Context(), None
-        vec = bundle.user_vector(
-            body.user_id, ctx.recent_items, state.settings.live_interest_weight
-        )
-        gnn = vectors @ vec if vec is not None else np.full(len(refs), np.nan)
-        gnn[np.array(placed) == NONE] = np.nan
-        if features is None:  # no features: the GNN score alone (NaN -> lowest)
-            scores = np.nan_to_num(gnn, nan=-1e9)
-        else:
-            scores = pl.score(bundle, ctx, features, gnn, rows)
-        return ScoreResponse(
-            user_id=body.user_id,
-            degraded=degraded,
-            model_version=bundle.version,
-            scores=[
-                ItemScore(item_id=i, score=round(float(s), 6), placed_by=p)
-                for (i, _), s, p in zip(refs, scores, placed, strict=True)
-            ],
-        )
+        return pl.score_items(state, bundle, body.user_id, refs)
 
     @app.get("/v1/search", response_model=SearchResponse, tags=["recommend"])
     def search(
@@ -221,42 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, "this model artifact has no text index")
         if not q.strip():
             raise HTTPException(422, "q must contain non-blank text")
-        qv = state.encoder.encode([q])[0]
-        sims = bundle.text @ qv
-        sims[~bundle.available] = -np.inf
-        pool = np.argsort(-sims)[: max(100, k)]
-        final = sims[pool].copy()
-        degraded, vec = False, None
-        if user_id is not None:
-            try:
-                ctx = pl.read_context(state, user_id)
-            except pl.STORE_DOWN as exc:
-                state.degraded.labels("search").inc()
-                state.log_degraded(exc)
-                degraded, ctx = True, pl.Context()
-            vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
-        if vec is not None:
-            affinity = bundle.vectors[pool] @ vec
-            z = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
-            final = final + state.settings.search_personal_weight * z
-        top = np.argsort(-final, kind="stable")[:k]
-        hits = []
-        for j in top:
-            item_id, title, category = bundle.item(int(pool[j]))
-            reason = f"matches “{q.strip()}”"
-            if vec is not None and final[j] > sims[pool[j]]:
-                reason += " and fits your interests"
-            hits.append(
-                SearchHit(
-                    item_id=item_id,
-                    title=title,
-                    category=category,
-                    score=round(float(final[j]), 6),
-                    text_similarity=round(float(sims[pool[j]]), 6),
-                    reason=reason,
-                )
-            )
-        return SearchResponse(query=q, user_id=user_id, degraded=degraded, items=hits)
+        return pl.search(state, bundle, q, user_id, k)
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarResponse, tags=["recommend"])
     def similar(

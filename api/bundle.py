@@ -10,6 +10,7 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,29 @@ class Bundle:
         top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
         return top, scores[top]
+
+    def place(
+        self, refs: list[tuple[str, str | None]], encoder: Any
+    ) -> tuple[np.ndarray, list[str]]:
+        """Vectors [N, D] for (item_id, title) pairs and how each was placed: its catalogue
+        vector (graph or text), else its title through the text projection, else none (zeros)."""
+        vectors = np.zeros((len(refs), self.vectors.shape[1]), dtype=np.float32)
+        placed: list[str] = []
+        new: list[tuple[int, str]] = []
+        for j, (item_id, title) in enumerate(refs):
+            row = self.index.get(item_id)
+            if row is not None and self.placed_by[row] != NONE:
+                vectors[j] = self.vectors[row]
+                placed.append(str(self.placed_by[row]))
+            elif title and title.strip() and self.projection is not None and encoder is not None:
+                new.append((j, title))
+                placed.append(TEXT)
+            else:
+                placed.append(NONE)
+        if new:
+            text = encoder.encode([t for _, t in new])
+            vectors[[j for j, _ in new]] = TextProjection(self.projection)(text)
+        return vectors, placed
 
     def similar(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine neighbours of catalogue ``row`` in the item space, itself excluded."""

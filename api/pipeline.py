@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis
 
-from api.bundle import GRAPH, TEXT, Bundle
-from api.schemas import Recommendation, Recommendations
+from api.bundle import GRAPH, NONE, TEXT, Bundle
+from api.schemas import (
+    ItemScore,
+    Recommendation,
+    Recommendations,
+    ScoreResponse,
+    SearchHit,
+    SearchResponse,
+)
 from core import names as n
 from models.explore import ExploreConfig, blend, explore_share, explore_slots
 from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
@@ -310,3 +317,77 @@ def _column(items: dict[str, list[Any]], col: str, size: int) -> np.ndarray:
     if col not in items:
         return np.zeros(size)
     return np.array([0.0 if v is None else v for v in items[col]], dtype=np.float64)
+
+
+def score_items(
+    state: State, bundle: Bundle, user_id: str, refs: list[tuple[str, str | None]]
+) -> ScoreResponse:
+    """POST /v1/score: the ranker over a caller's own (item_id, title) list, in its order."""
+    vectors, placed = bundle.place(refs, state.encoder)
+    rows = [bundle.index.get(item_id) for item_id, _ in refs]
+    degraded, items = False, None
+    try:
+        ctx = read_context(state, user_id)
+        items = hydrate(state, [i for i, _ in refs])
+    except STORE_DOWN as exc:
+        state.degraded.labels("score").inc()
+        state.log_degraded(exc)
+        degraded, ctx = True, Context()
+    vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+    gnn = vectors @ vec if vec is not None else np.full(len(refs), np.nan)
+    gnn[np.array(placed) == NONE] = np.nan
+    if items is None:  # no features: the GNN score alone (NaN -> lowest)
+        scores = np.nan_to_num(gnn, nan=-1e9)
+    else:
+        scores = score(bundle, ctx, items, gnn, rows)
+    return ScoreResponse(
+        user_id=user_id,
+        degraded=degraded,
+        model_version=bundle.version,
+        scores=[
+            ItemScore(item_id=i, score=round(float(s), 6), placed_by=p)
+            for (i, _), s, p in zip(refs, scores, placed, strict=True)
+        ],
+    )
+
+
+def search(
+    state: State, bundle: Bundle, q: str, user_id: str | None, k: int, pool_size: int = 100
+) -> SearchResponse:
+    """GET /v1/search: cosine over title embeddings, then (with a user) the user's affinity,
+    z-scored within the pool, adds ``IG_SEARCH_PERSONAL_WEIGHT`` per standard deviation."""
+    qv = state.encoder.encode([q])[0]  # type: ignore[union-attr]
+    sims = bundle.text @ qv  # type: ignore[operator]
+    sims[~bundle.available] = -np.inf
+    pool = np.argsort(-sims)[: max(pool_size, k)]
+    final = sims[pool].copy()
+    degraded, vec = False, None
+    if user_id is not None:
+        try:
+            ctx = read_context(state, user_id)
+        except STORE_DOWN as exc:
+            state.degraded.labels("search").inc()
+            state.log_degraded(exc)
+            degraded, ctx = True, Context()
+        vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+    if vec is not None:
+        affinity = bundle.vectors[pool] @ vec
+        z = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
+        final = final + state.settings.search_personal_weight * z
+    hits = []
+    for j in np.argsort(-final, kind="stable")[:k]:
+        item_id, title, category = bundle.item(int(pool[j]))
+        reason = f"matches “{q.strip()}”"
+        if vec is not None and final[j] > sims[pool[j]]:
+            reason += " and fits your interests"
+        hits.append(
+            SearchHit(
+                item_id=item_id,
+                title=title,
+                category=category,
+                score=round(float(final[j]), 6),
+                text_similarity=round(float(sims[pool[j]]), 6),
+                reason=reason,
+            )
+        )
+    return SearchResponse(query=q, user_id=user_id, degraded=degraded, items=hits)
