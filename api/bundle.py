@@ -57,6 +57,8 @@ class Bundle:
     retrievable: np.ndarray  # [C] bool: available and placed in the item space
     popular: np.ndarray  # catalogue rows of available items, most popular first
     by_category: dict[str, np.ndarray]  # category -> its available rows, most popular first
+    segments: dict[tuple[str, str], np.ndarray]  # (attribute, value) -> popular rows there
+    user_segments: dict[str, list[tuple[str, str]]]  # user -> their (attribute, value)s
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -97,6 +99,7 @@ class Bundle:
         for row in popular:
             if cats[row]:
                 by_category.setdefault(cats[row], []).append(int(row))
+        segments, user_segments = _segments(path, index, available)
         return cls(
             version=manifest["version"],
             path=path,
@@ -119,6 +122,8 @@ class Bundle:
             retrievable=available & (placed != NONE),
             popular=popular,
             by_category={c: np.array(rows) for c, rows in by_category.items()},
+            segments=segments,
+            user_segments=user_segments,
         )
 
     # -- users ----------------------------------------------------------------------------
@@ -214,6 +219,36 @@ class Bundle:
     def _top_categories(self, limit: int = 20) -> list[str]:
         return list(self.by_category)[:limit]  # insertion order: by their most popular item
 
+    def segment_of(self, user_id: str, row: int) -> tuple[str, str] | None:
+        """The first of the user's demographic segments where ``row`` is popular."""
+        for seg in self.user_segments.get(user_id, []):
+            if row in self.segments.get(seg, ()):
+                return seg
+        return None
+
     def item(self, row: int) -> tuple[str, str | None, str | None]:
         """(item_id, title, category) of catalogue ``row``."""
         return self.ids[row], self.titles[row], self.categories[row]
+
+
+def _segments(
+    path: Path, index: dict[str, int], available: np.ndarray
+) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, list[tuple[str, str]]]]:
+    """Demographic segments of the artifact (absent when the dataset has no user attributes)."""
+    if not (path / "segments.parquet").exists():
+        return {}, {}
+    seg = pd.read_parquet(path / "segments.parquet")
+    seg = seg[seg[n.ITEM_ID].isin(index)]
+    seg = seg.assign(row=seg[n.ITEM_ID].map(index))
+    seg = seg[available[seg["row"].to_numpy()]]
+    segments = {
+        (str(a), str(v)): g["row"].to_numpy(np.int64)
+        for (a, v), g in seg.groupby(["attribute", "value"], sort=False)
+    }
+    attrs = pd.read_parquet(path / "user_attributes.parquet")
+    cols = [c for c in attrs.columns if c != n.USER_ID]
+    user_segments = {
+        str(u): [(c, str(v)) for c, v in zip(cols, values, strict=True) if (c, str(v)) in segments]
+        for u, *values in attrs[[n.USER_ID, *cols]].itertuples(index=False)
+    }
+    return segments, user_segments

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Errors that mean "the online store is unreachable", not "the request is wrong".
 STORE_DOWN = (redis.RedisError, ConnectionError, TimeoutError, OSError)
-GNN, POPULAR, CATEGORY = "gnn", "popular", "category"
+GNN, POPULAR, CATEGORY, SEGMENT = "gnn", "popular", "category", "segment"
 IMPRESSIONS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.IMPRESSION, '7d')}"
 CLICKS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.CLICK, '7d')}"
 EVENTS_TOTAL = f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"
@@ -91,7 +91,12 @@ def read_context(state: State, user_id: str) -> Context:
 
 
 def candidates(
-    bundle: Bundle, vec: np.ndarray | None, ctx: Context, n_gnn: int, n_other: int
+    bundle: Bundle,
+    user_id: str,
+    vec: np.ndarray | None,
+    ctx: Context,
+    n_gnn: int,
+    n_other: int,
 ) -> Candidates:
     """GNN retrieval (user vector x item space) + popular + the user's top categories.
 
@@ -105,7 +110,10 @@ def candidates(
     if vec is not None:
         add(bundle.retrieve(vec, n_gnn)[0], GNN)
         add(bundle.popular[:n_other], POPULAR)
-    else:
+    else:  # a new shopper: their demographic segments (when known), popular across categories
+        segs = bundle.user_segments.get(user_id, [])
+        for seg in segs:
+            add(bundle.segments[seg][: max(2, n_other // len(segs))], SEGMENT)
         add(bundle.diverse_popular(n_other, ctx.top_categories), POPULAR)
     per_cat = max(2, n_other // max(len(ctx.top_categories), 1))
     for cat in ctx.top_categories:
@@ -186,6 +194,7 @@ def explain(
     explored: bool,
     anchors: np.ndarray,
     top_categories: list[str],
+    segment: tuple[str, str] | None = None,
 ) -> str:
     """One plain-words reason for one item."""
     _, _, category = bundle.item(row)
@@ -200,6 +209,8 @@ def explain(
             return f"because you interacted with “{title}”"
     if CATEGORY in sources and category:
         return f"popular in {category}, one of your top categories"
+    if SEGMENT in sources and segment is not None:
+        return f"popular with shoppers who share your {segment[0]} ({segment[1]})"
     if category and category in top_categories:
         return f"popular in {category}"
     return "popular right now"
@@ -214,7 +225,12 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
         vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
         with t.stage("candidates"):
             cands = candidates(
-                bundle, vec, ctx, state.settings.candidates_gnn, state.settings.candidates_other
+                bundle,
+                user_id,
+                vec,
+                ctx,
+                state.settings.candidates_gnn,
+                state.settings.candidates_other,
             )
             ids = [bundle.ids[r] for r in cands.rows]
         with t.stage("hydrate"):
@@ -241,7 +257,10 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
         for j, ex in zip(order.tolist(), explored.tolist(), strict=True):
             row = int(cands.rows[j])
             item_id, title, category = bundle.item(row)
-            reason = explain(bundle, row, cands.sources[j], ex, anchors, ctx.top_categories)
+            segment = bundle.segment_of(user_id, row) if SEGMENT in cands.sources[j] else None
+            reason = explain(
+                bundle, row, cands.sources[j], ex, anchors, ctx.top_categories, segment
+            )
             items.append(
                 Recommendation(
                     item_id=item_id,

@@ -48,7 +48,7 @@ class Recommendation(BaseModel):
     category: str | None
     score: float = Field(description="Ranker probability (or the retrieval score without one).")
     explored: bool = Field(description="Placed by the explore policy rather than by its score.")
-    sources: list[str] = Field(description="Candidate sources: gnn, popular, category.")
+    sources: list[str] = Field(description="Candidate sources: gnn, popular, category, segment.")
     reason: str
 
 

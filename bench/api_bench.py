@@ -75,7 +75,10 @@ def _measure(call: Callable[[requests.Session, int], requests.Response], n_users
     def worker(c: int) -> int:
         errors = 0
         for i in range(c, LOAD_CALLS, LOAD_CLIENTS):
-            errors += call(sessions[c], i % n_users).status_code != 200
+            try:
+                errors += call(sessions[c], i % n_users).status_code != 200
+            except requests.RequestException:
+                errors += 1
         return errors
 
     t = time.perf_counter()
@@ -104,7 +107,8 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     feast = subprocess.Popen(
         [str(Path(sys.executable).parent / "feast"), "serve", "--port", str(feast_port),
          "--workers", "1", "--max-requests", "0", "--no-access-log"],
-        cwd=settings.feature_repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=settings.feature_repo, env=env, stdout=subprocess.DEVNULL,
+        stderr=open(settings.data_dir / "feast_serve.log", "wb"),  # noqa: SIM115
     )  # fmt: skip
     out: dict[str, object] = {}
     try:
@@ -118,6 +122,7 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         def feast_read(s: requests.Session, i: int) -> requests.Response:
             body = {
                 "feature_service": n.RANKER_V1,
+                "full_feature_names": True,
                 "entities": {n.USER_ID: [users[i]] * len(items), n.ITEM_ID: items},
             }
             return s.post(f"{feast_base}/get-online-features", json=body, timeout=10)

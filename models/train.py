@@ -204,6 +204,12 @@ def train(
     (out / "users.json").write_text(json.dumps(users.ids))
     (out / "items.json").write_text(json.dumps(items.ids))
     catalogue.to_parquet(out / "catalogue.parquet", index=False)
+    if (canonical / "users.parquet").exists():  # demographics, where the dataset has them
+        users_table = pd.read_parquet(canonical / "users.parquet")
+        segments, attributes = build_segments(users_table, history)
+        if len(segments):
+            segments.to_parquet(out / "segments.parquet", index=False)
+            attributes.to_parquet(out / "user_attributes.parquet", index=False)
     bought = history[history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])]
     sp.save_npz(
         out / "seen.npz", interaction_matrix(bought, users, IdMap(catalogue[n.ITEM_ID].tolist()))
@@ -266,6 +272,33 @@ def build_catalogue(items_table: pd.DataFrame, history: pd.DataFrame, items: IdM
         }
     )
     return out
+
+
+def build_segments(
+    users_table: pd.DataFrame, history: pd.DataFrame, max_values: int = 40, top: int = 50
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Popular items per demographic segment, for new shoppers whose attributes are known.
+
+    Uses the categorical user attributes with 2..``max_values`` values (Online Retail: country;
+    MovieLens: gender, occupation). Returns (segments: attribute, value, item_id, users — the
+    ``top`` items of each value by distinct users; user attributes: user_id + those columns).
+    """
+    attrs = [
+        c
+        for c in users_table.columns
+        if c != n.USER_ID and 2 <= users_table[c].nunique() <= max_values
+    ]
+    table = users_table[[n.USER_ID, *attrs]].astype(str).drop_duplicates(n.USER_ID)
+    joined = history[[n.USER_ID, n.ITEM_ID]].drop_duplicates().merge(table, on=n.USER_ID)
+    parts = []
+    for attr in attrs:
+        counts = joined.groupby([attr, n.ITEM_ID]).size().rename("users").reset_index()
+        counts = counts.sort_values([attr, "users"], ascending=[True, False])
+        best = counts.groupby(attr).head(top).rename(columns={attr: "value"})
+        parts.append(best.assign(attribute=attr))
+    columns = ["attribute", "value", n.ITEM_ID, "users"]
+    segments = pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
+    return segments.reset_index(drop=True), table
 
 
 def cold_item_metrics(

@@ -46,6 +46,12 @@ def bundle(tmp_path):
     np.save(tmp_path / "catalogue_text_embeddings.npy", text)
     # A projection that maps text axis 0 -> item axis 0, text axis 1 -> item axis 1.
     np.save(tmp_path / "text_projection.npy", np.array([[1, 0], [0, 1], [0, 0], [0, 0]], "f4"))
+    pd.DataFrame(
+        {"attribute": "country", "value": "NL", n.ITEM_ID: ["i4", "i7", "i3"], "users": [9, 8, 7]}
+    ).to_parquet(tmp_path / "segments.parquet")
+    pd.DataFrame({n.USER_ID: ["stranger", "mug-lover"], "country": ["NL", "UK"]}).to_parquet(
+        tmp_path / "user_attributes.parquet"
+    )
     return Bundle.load(tmp_path)
 
 
@@ -107,9 +113,19 @@ def test_fallback_serves_popular_minus_bought_and_says_degraded(bundle):
 
 
 def test_candidates_for_a_new_user_without_history_are_popular_across_categories(bundle):
-    cands = pl.candidates(bundle, None, pl.Context(), n_gnn=10, n_other=4)
+    cands = pl.candidates(bundle, "newcomer", None, pl.Context(), n_gnn=10, n_other=4)
     assert [bundle.categories[r] for r in cands.rows] == ["mug", "bag", "mug", "bag"]
     assert all(s == ["popular"] for s in cands.sources)
+
+
+def test_new_shopper_with_known_demographics_gets_their_segments_favourites(bundle):
+    assert bundle.user_segments == {"stranger": [("country", "NL")], "mug-lover": []}
+    cands = pl.candidates(bundle, "stranger", None, pl.Context(), n_gnn=10, n_other=4)
+    assert cands.rows[:2].tolist() == [4, 3]  # i7 is unavailable
+    assert "segment" in cands.sources[0] and "segment" in cands.sources[1]
+    reason = pl.explain(bundle, 4, ["segment"], False, np.zeros(0, np.int64), [], ("country", "NL"))
+    assert reason == "popular with shoppers who share your country (NL)"
+    assert bundle.segment_of("stranger", 3) == ("country", "NL")
 
 
 def test_resolve_share():

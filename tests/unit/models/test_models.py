@@ -9,7 +9,7 @@ from models.baselines import ItemKNN, Popularity
 from models.data import IdMap, ground_truth, interaction_matrix, leave_last_out, time_split
 from models.evaluate import evaluate
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
-from models.ranker import restore_dropped
+from models.ranker import LABEL, category_affinity, labelled_pairs, restore_dropped
 from models.text import TextProjection
 from models.train import user_vectors_from_history
 
@@ -138,3 +138,30 @@ def test_negatives_follow_popularity_weights_when_asked():
     gen = torch.Generator().manual_seed(0)
     assert set(model._negatives(50, torch.tensor([0.0, 0.0, 1.0]), gen).tolist()) == {2}
     assert set(model._negatives(200, None, gen).tolist()) == {0, 1, 2}
+
+
+def test_hard_negatives_are_the_highest_scored_of_the_candidates():
+    model = InterestGCN(1, 4, 0, LightGCNConfig(embedding_dim=2, num_layers=0, neg_candidates=4))
+    emb = torch.tensor([[1.0, 0.0], [0.1, 0], [0.9, 0], [0.5, 0], [-1.0, 0]])  # user, 4 items
+    gen = torch.Generator().manual_seed(0)
+    picks = model._hardest(emb, torch.zeros(300, dtype=torch.long), 300, None, gen)
+    assert picks.min() >= 1  # node ids: items start after the user
+    counts = torch.bincount(picks - 1, minlength=4)
+    assert counts[1] > counts[2] > counts[0] > counts[3]  # item 1 scores highest, 3 lowest
+
+
+def test_category_affinity_is_the_users_share_of_interest_in_the_items_category():
+    tops = [["mug", "bag"], ["mug", "bag"], ["mug", "bag"], None, ["mug"]]
+    weights = [[3.0, 1.0], [3.0, 1.0], [3.0, 1.0], None, [0.0]]
+    got = category_affinity(tops, weights, ["mug", "bag", "hat", "mug", "mug"])
+    np.testing.assert_allclose(got, [0.75, 0.25, 0, 0, 0])
+
+
+def test_labelled_pairs_draw_hard_negatives_from_retrieval():
+    log = events([("u1", "a", "purchase", 10), ("u2", "b", "purchase", 20)])
+    pairs = labelled_pairs(
+        log, ["a", "b", "c"], 10, seed=0, hard=lambda u: np.array(["z"] * len(u)), hard_share=1
+    )
+    assert sorted(pairs[LABEL].tolist()) == [0, 0, 1, 1]
+    assert set(pairs[pairs[LABEL] == 0][n.ITEM_ID]) == {"z"}
+    assert (pairs[n.EVENT_TIMESTAMP] < pd.Timestamp(30, unit="s", tz="UTC")).all()
