@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from threadpoolctl import threadpool_limits
 
 from api.bundle import ArtifactError, Bundle
+from api.pipeline import ItemFeatureCache
 from core import names as n
 from core.redis_server import redis_client
 from core.settings import Settings
@@ -40,6 +41,8 @@ class State:
         self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
         ranker_service = self.store.get_feature_service(n.RANKER_V1)
         self.ranker_item_refs = service_refs(ranker_service, n.ITEM_ID)
+        self.ranker_item_columns = [r.replace(":", "__") for r in self.ranker_item_refs]
+        self.item_cache = ItemFeatureCache(settings.item_feature_ttl_s)
         missing = set(service_refs(ranker_service, n.USER_ID)) - set(
             service_refs(self.profile_service, n.USER_ID)
         )

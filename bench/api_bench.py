@@ -98,12 +98,17 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     candidates = int(settings.candidates_gnn + settings.candidates_other)
     items = [bundle.ids[r] for r in bundle.popular[:candidates]]
     env = _env(settings, artifacts)
-    api_port, feast_port = free_port(), free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-         str(api_port), "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    api_port, uncached_port, feast_port = free_port(), free_port(), free_port()
+
+    def start_api(port: int, ttl_s: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
+             str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"],
+            cwd=ROOT, env={**env, "IG_ITEM_FEATURE_TTL_S": str(ttl_s)},
+        )  # fmt: skip
+
+    api = start_api(api_port, settings.item_feature_ttl_s)
+    uncached = start_api(uncached_port, 0)
     feast = subprocess.Popen(
         [str(Path(sys.executable).parent / "feast"), "serve", "--port", str(feast_port),
          "--workers", "1", "--max-requests", "0", "--no-access-log"],
@@ -114,10 +119,15 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     try:
         base, feast_base = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{feast_port}"
         _wait(f"{base}/ready", api)
+        _wait(f"http://127.0.0.1:{uncached_port}/ready", uncached)
         _wait(f"{feast_base}/health", feast)
 
-        def recommend(s: requests.Session, i: int) -> requests.Response:
-            return s.get(f"{base}/v1/recommend/{users[i]}", params={"k": 20}, timeout=10)
+        def recommend_at(port: int) -> Callable[[requests.Session, int], requests.Response]:
+            def call(s: requests.Session, i: int) -> requests.Response:
+                url = f"http://127.0.0.1:{port}/v1/recommend/{users[i]}"
+                return s.get(url, params={"k": 20}, timeout=10)
+
+            return call
 
         def feast_read(s: requests.Session, i: int) -> requests.Response:
             body = {
@@ -127,21 +137,28 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
             }
             return s.post(f"{feast_base}/get-online-features", json=body, timeout=10)
 
-        sample = recommend(requests.Session(), 0).json()
+        sample = recommend_at(api_port)(requests.Session(), 0).json()
         assert len(sample["items"]) == 20 and not sample["degraded"], sample
-        p50, p99, rps, errors = _measure(recommend, len(users))
         f50, f99, frps, ferrors = _measure(feast_read, len(users))
+        p50, p99, rps, errors = _measure(recommend_at(api_port), len(users))
+        u50, u99, urps, uerrors = _measure(recommend_at(uncached_port), len(users))
         out |= {
             "api_recommend_p50_ms": round(p50, 3),
             "api_recommend_p99_ms": round(p99, 3),
             "api_recommend_rps": round(rps, 1),
             "api_recommend_errors": errors,
+            "api_item_feature_ttl_s": settings.item_feature_ttl_s,
+            "api_recommend_uncached_p50_ms": round(u50, 3),
+            "api_recommend_uncached_p99_ms": round(u99, 3),
+            "api_recommend_uncached_rps": round(urps, 1),
+            "api_recommend_uncached_errors": uerrors,
             "feast_server_p50_ms": round(f50, 3),
             "feast_server_p99_ms": round(f99, 3),
             "feast_server_rps": round(frps, 1),
             "feast_server_errors": ferrors,
             "feast_server_rows_per_request": len(items),
             "api_over_feast_server_p50": round(p50 / f50, 3),
+            "api_uncached_over_feast_server_p50": round(u50 / f50, 3),
             "api_load_clients": LOAD_CLIENTS,
         }
         print(f"api: {json.dumps(out)}", flush=True)
@@ -154,7 +171,7 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         for line in report.server_errors[:5]:
             print(f"fuzz 5xx: {line}", file=sys.stderr)
     finally:
-        for proc in (api, feast):
+        for proc in (api, uncached, feast):
             proc.terminate()
             try:
                 proc.wait(timeout=20)

@@ -169,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         ranker=not args.no_ranker,
+        refit=args.refit,
     )
     gcn = LightGCNConfig(
         embedding_dim=args.dim,
@@ -358,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument(
-        "--no-refit", action="store_true", help="skip the refit on train+val after early stopping"
+        "--refit",
+        action="store_true",
+        help="after early stopping, retrain on train+val for the best epoch count",
     )
     p.add_argument(
         "--neg-power",

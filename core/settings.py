@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     search_personal_weight: float = Field(
         0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."
     )
+    item_feature_ttl_s: float = Field(
+        1.0, ge=0, description="API: reuse an item's online features this long (0: always read)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
 
     @property

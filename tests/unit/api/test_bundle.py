@@ -134,3 +134,16 @@ def test_resolve_share():
     assert pl.resolve_share("auto", 0, cfg) == pytest.approx(cfg.max_share)
     assert pl.resolve_share("1", 0, cfg) == cfg.max_share  # bounded
     assert pl.resolve_share("0.1", 0, cfg) == pytest.approx(0.1)
+
+
+def test_item_feature_cache_expires_and_can_be_off(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(pl.time, "monotonic", lambda: clock[0])
+    cache = pl.ItemFeatureCache(ttl_s=1.0)
+    cache.put_many(["a"], [{"x": 1}])
+    assert cache.get_many(["a", "b"]) == [{"x": 1}, None]
+    clock[0] += 1.5
+    assert cache.get_many(["a"]) == [None]
+    off = pl.ItemFeatureCache(ttl_s=0)
+    off.put_many(["a"], [{"x": 1}])
+    assert off.get_many(["a"]) == [None]
