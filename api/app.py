@@ -236,22 +236,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def profile(state: StateDep, user_id: UserPath) -> Profile:
         """A shopper's online features (FeatureService profile_v1) and top interests."""
         try:
-            online = state.store.get_online_features(
-                features=state.profile_service,
-                entity_rows=[{n.USER_ID: user_id}],
-                full_feature_names=True,
-            ).to_dict()
+            ctx = pl.read_context(state, user_id)
         except pl.STORE_DOWN as exc:
             state.log_degraded(exc)
             raise HTTPException(503, "online feature store unavailable; retry shortly") from exc
-        values = {k: v[0] for k, v in online.items() if k != n.USER_ID}
-        known = values.get(pl.EVENTS_TOTAL) is not None
         return Profile(
             user_id=user_id,
-            known=known,
-            features=values,
-            top_categories=values.get(f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}") or [],
-            recent_items=values.get(f"{n.USER_INTEREST}__{n.RECENT_ITEMS}") or [],
+            known=ctx.features.get(pl.EVENTS_TOTAL) is not None,
+            features=ctx.features,
+            top_categories=ctx.top_categories,
+            recent_items=ctx.recent_items,
         )
 
     @app.post(
