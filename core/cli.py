@@ -169,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         ranker=not args.no_ranker,
-        refit=args.refit,
+        refit=not args.no_refit,
     )
     gcn = LightGCNConfig(
         embedding_dim=args.dim,
@@ -359,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-2)
     p.add_argument(
-        "--refit",
+        "--no-refit",
         action="store_true",
-        help="after early stopping, retrain on train+val for the best epoch count",
+        help="serve the early-stopped model instead of retraining it on train+val",
     )
     p.add_argument(
         "--neg-power",

@@ -47,7 +47,7 @@ class TrainConfig:
     ranker_pairs: int = 3000
     ranker: bool = True
     edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
-    refit: bool = False  # after early stopping, refit on train+val (measured: no gain here)
+    refit: bool = True  # after early stopping on validation, retrain on train+val
     seed: int = 0
 
 
