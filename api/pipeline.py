@@ -238,7 +238,7 @@ def explain(
     _, _, category = bundle.item(row)
     if explored:
         return "new for you: exploring beyond your usual picks"
-    if bundle.placed_by[row] == TEXT:
+    if GNN in sources and bundle.placed_by[row] == TEXT:
         return "new in the catalogue, matched to your interests by its description"
     if GNN in sources and len(anchors):
         sims = bundle.unit_vectors[anchors] @ bundle.unit_vectors[row]
@@ -282,7 +282,8 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
         scores = score(bundle, ctx, features, gnn, cands.rows.tolist())
         ranked = np.argsort(-scores, kind="stable")
     known = user_id in bundle.users or ctx.events_total > 0
-    share = resolve_share(explore_param, ctx.events_total if known else 0, state.explore_cfg)
+    history_len = max(ctx.events_total, len(bundle.seen_rows(user_id)))  # online or trained
+    share = resolve_share(explore_param, history_len, state.explore_cfg)
     with t.stage("explore"):
         order, explored = explore(ranked, features, k, share, state.explore_cfg, state.rng)
         order = ranked[order]

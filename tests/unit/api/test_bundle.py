@@ -147,3 +147,15 @@ def test_item_feature_cache_expires_and_can_be_off(monkeypatch):
     off = pl.ItemFeatureCache(ttl_s=0)
     off.put_many(["a"], [{"x": 1}])
     assert off.get_many(["a"]) == [None]
+
+
+def test_reasons_match_how_an_item_was_found(bundle):
+    none = np.zeros(0, np.int64)
+    anchors = np.array([0])
+    assert (
+        pl.explain(bundle, 1, ["gnn"], False, anchors, []) == "because you interacted with “mug a”"
+    )
+    assert pl.explain(bundle, 5, ["gnn"], False, anchors, []).startswith("new in the catalogue")
+    assert pl.explain(bundle, 5, ["popular"], False, none, []) == "popular right now"
+    assert pl.explain(bundle, 3, ["category"], False, none, ["bag"]).startswith("popular in bag")
+    assert pl.explain(bundle, 3, ["gnn"], True, anchors, []).startswith("new for you")
