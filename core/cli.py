@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40, help="max epochs (early stopping)")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-2)
+    p.add_argument("--lr", type=float, default=1.5e-2)
     p.add_argument(
         "--no-refit",
         action="store_true",
