@@ -61,7 +61,8 @@ def test_posted_events_move_recommendations_toward_their_category(settings, trai
         assert profile["recent_items"][: len(picks)] == list(reversed(picks.tolist()))
         after = client.get(f"/v1/recommend/{user}", params=params).json()
     assert after["known"] and not after["degraded"]
-    assert share_of(after, target) >= share_of(before, target) + 0.25, (target, before, after)
+    # At least 4 more of the 20 slots in that category (measured here: 0 -> 9).
+    assert share_of(after, target) >= share_of(before, target) + 0.2, (target, before, after)
     assert not set(picks) & {i["item_id"] for i in after["items"]}  # just seen: filtered
     assert any(i["reason"].startswith("because you interacted with") for i in after["items"])
 
