@@ -238,7 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             ctx = pl.read_context(state, user_id)
         except pl.STORE_DOWN as exc:
-            state.log_degraded(exc)
+            state.store_lost(exc)
             raise HTTPException(503, "online feature store unavailable; retry shortly") from exc
         return Profile(
             user_id=user_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from core import names as n
+from models.data import one_hop
 from models.text import TextProjection
 
 GRAPH, TEXT, NONE = "graph", "text", "none"
@@ -38,7 +40,6 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 class Bundle:
     version: str
     path: Path
-    catalogue: pd.DataFrame  # item_id, title, category, popularity, in_graph, available
     index: dict[str, int]  # item_id -> catalogue row
     ids: list[str]
     titles: list[str | None]
@@ -103,7 +104,6 @@ class Bundle:
         return cls(
             version=manifest["version"],
             path=path,
-            catalogue=cat,
             index=index,
             ids=[str(i) for i in cat[n.ITEM_ID]],
             titles=[t if isinstance(t, str) and t.strip() else None for t in cat[n.TITLE]],
@@ -142,8 +142,7 @@ class Bundle:
         if not rows:
             return base
         w = decay ** np.arange(len(rows), dtype=np.float32)
-        deg = self.popularity[rows] + 1.0
-        agg = (w / np.sqrt(deg)) @ self.vectors[rows] / np.sqrt(w.sum())
+        agg = one_hop(w[None, :], self.vectors[rows], self.popularity[rows] + 1)[0]
         if base is None:
             return agg.astype(np.float32)
         scale = np.linalg.norm(base) / max(float(np.linalg.norm(agg)), 1e-12)
@@ -159,10 +158,7 @@ class Bundle:
         """Top ``count`` available items by dot product with ``vec`` [D]: (rows, scores)."""
         scores = self.vectors @ vec
         scores[~self.retrievable] = -np.inf
-        count = min(count, int(np.isfinite(scores).sum()))
-        top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top]
+        return _top(scores, count)
 
     def place(
         self, refs: list[tuple[str, str | None]], encoder: Any
@@ -192,15 +188,12 @@ class Bundle:
         sims = self.unit_vectors @ self.unit_vectors[row]
         sims[row] = -np.inf
         sims[~self.retrievable] = -np.inf
-        k = min(k, int(np.isfinite(sims).sum()))
-        top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return top, sims[top]
+        return _top(sims, k)
 
     def diverse_popular(self, count: int, categories: list[str] | None = None) -> list[int]:
         """Popular items taken round-robin across categories (``categories`` first)."""
         order = [c for c in (categories or []) if c in self.by_category]
-        order += [c for c in self._top_categories() if c not in order]
+        order += [c for c in islice(self.by_category, 20) if c not in order]  # by top item
         picked: list[int] = []
         depth = 0
         while len(picked) < count and depth < 50:
@@ -216,9 +209,6 @@ class Bundle:
             picked += [int(r) for r in self.popular if r not in have][: count - len(picked)]
         return picked
 
-    def _top_categories(self, limit: int = 20) -> list[str]:
-        return list(self.by_category)[:limit]  # insertion order: by their most popular item
-
     def segment_of(self, user_id: str, row: int) -> tuple[str, str] | None:
         """The first of the user's demographic segments where ``row`` is popular."""
         for seg in self.user_segments.get(user_id, []):
@@ -229,6 +219,14 @@ class Bundle:
     def item(self, row: int) -> tuple[str, str | None, str | None]:
         """(item_id, title, category) of catalogue ``row``."""
         return self.ids[row], self.titles[row], self.categories[row]
+
+
+def _top(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` highest finite ``scores`` [N], best first: (indices, scores)."""
+    count = min(count, int(np.isfinite(scores).sum()))
+    top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top, scores[top]
 
 
 def _segments(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis
 
-from api.bundle import GRAPH, NONE, TEXT, Bundle
+from api.bundle import NONE, TEXT, Bundle
 from api.schemas import (
     ItemScore,
     Recommendation,
@@ -29,7 +29,13 @@ from api.schemas import (
 )
 from core import names as n
 from models.explore import ExploreConfig, blend, explore_share, explore_slots
-from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
+from models.ranker import (
+    CATEGORY_AFFINITY,
+    GNN_SCORE,
+    TOP_CATEGORIES,
+    TOP_CATEGORY_SCORES,
+    category_affinity,
+)
 
 if TYPE_CHECKING:
     from api.state import State
@@ -37,11 +43,10 @@ if TYPE_CHECKING:
 # Errors that mean "the online store is unreachable", not "the request is wrong".
 STORE_DOWN = (redis.RedisError, ConnectionError, TimeoutError, OSError)
 GNN, POPULAR, CATEGORY, SEGMENT = "gnn", "popular", "category", "segment"
-IMPRESSIONS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.IMPRESSION, '7d')}"
-CLICKS_7D = f"{n.ITEM_STATS}__{n.count_feature(n.EventType.CLICK, '7d')}"
-EVENTS_TOTAL = f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"
-TOP_CATEGORIES = f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"
-TOP_SCORES = f"{n.USER_INTEREST}__{n.TOP_CATEGORY_SCORES}"
+IMPRESSIONS_7D = n.full_name(n.ITEM_STATS, n.count_feature(n.EventType.IMPRESSION, "7d"))
+CLICKS_7D = n.full_name(n.ITEM_STATS, n.count_feature(n.EventType.CLICK, "7d"))
+EVENTS_TOTAL = n.full_name(n.USER_BEHAVIOR, n.EVENTS_TOTAL)
+RECENT_ITEMS = n.full_name(n.USER_INTEREST, n.RECENT_ITEMS)
 
 
 @dataclass
@@ -61,7 +66,7 @@ class Context:
 
     @property
     def recent_items(self) -> list[str]:
-        return list(self.features.get(f"{n.USER_INTEREST}__{n.RECENT_ITEMS}") or [])
+        return list(self.features.get(RECENT_ITEMS) or [])
 
 
 @dataclass
@@ -81,6 +86,11 @@ class Timer:
             yield
         finally:
             self.stages[name] = round((time.perf_counter() - started) * 1000, 3)
+
+
+def live_vector(state: State, bundle: Bundle, user_id: str, ctx: Context) -> np.ndarray | None:
+    """The user's vector now: trained embedding moved by the recent items in ``ctx``."""
+    return bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
 
 
 def read_context(state: State, user_id: str) -> Context:
@@ -192,7 +202,8 @@ def score(
         if col == GNN_SCORE:
             x[:, j] = gnn_scores
         elif col == CATEGORY_AFFINITY:
-            tops, weights = ctx.features.get(TOP_CATEGORIES), ctx.features.get(TOP_SCORES)
+            tops = ctx.features.get(TOP_CATEGORIES)
+            weights = ctx.features.get(TOP_CATEGORY_SCORES)
             x[:, j] = category_affinity([tops] * size, [weights] * size, cats)
         elif col in items:
             x[:, j] = [np.nan if v is None else v for v in items[col]]
@@ -260,7 +271,7 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
     try:
         with t.stage("context"):
             ctx = read_context(state, user_id)
-        vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+        vec = live_vector(state, bundle, user_id, ctx)
         with t.stage("candidates"):
             cands = candidates(
                 bundle,
@@ -274,8 +285,7 @@ def recommend(state: State, user_id: str, k: int, explore_param: str) -> Recomme
         with t.stage("hydrate"):
             features = hydrate(state, ids)
     except STORE_DOWN as exc:
-        state.degraded.labels("recommend").inc()
-        state.log_degraded(exc)
+        state.store_lost(exc, "recommend")
         return fallback(bundle, user_id, k, t)
     with t.stage("score"):
         gnn = bundle.vectors[cands.rows] @ vec if vec is not None else np.full(len(ids), np.nan)
@@ -365,7 +375,7 @@ def fallback(bundle: Bundle, user_id: str, k: int, t: Timer) -> Recommendations:
 def _anchors(bundle: Bundle, user_id: str, ctx: Context, limit: int = 50) -> np.ndarray:
     """Items a reason may point at: recent ones (online) first, else the training history."""
     rows = [bundle.index[i] for i in ctx.recent_items if i in bundle.index]
-    rows = [r for r in rows if bundle.placed_by[r] == GRAPH or bundle.placed_by[r] == TEXT]
+    rows = [r for r in rows if bundle.placed_by[r] != NONE]
     if not rows:
         rows = bundle.seen_rows(user_id)[:limit].tolist()
     return np.array(rows[:limit], dtype=np.int64)
@@ -388,10 +398,9 @@ def score_items(
         ctx = read_context(state, user_id)
         items = hydrate(state, [i for i, _ in refs])
     except STORE_DOWN as exc:
-        state.degraded.labels("score").inc()
-        state.log_degraded(exc)
+        state.store_lost(exc, "score")
         degraded, ctx = True, Context()
-    vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+    vec = live_vector(state, bundle, user_id, ctx)
     gnn = vectors @ vec if vec is not None else np.full(len(refs), np.nan)
     gnn[np.array(placed) == NONE] = np.nan
     if items is None:  # no features: the GNN score alone (NaN -> lowest)
@@ -424,10 +433,9 @@ def search(
         try:
             ctx = read_context(state, user_id)
         except STORE_DOWN as exc:
-            state.degraded.labels("search").inc()
-            state.log_degraded(exc)
+            state.store_lost(exc, "search")
             degraded, ctx = True, Context()
-        vec = bundle.user_vector(user_id, ctx.recent_items, state.settings.live_interest_weight)
+        vec = live_vector(state, bundle, user_id, ctx)
     if vec is not None:
         affinity = bundle.vectors[pool] @ vec
         z = (affinity - affinity.mean()) / (affinity.std() + 1e-9)

@@ -41,7 +41,7 @@ class State:
         self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
         ranker_service = self.store.get_feature_service(n.RANKER_V1)
         self.ranker_item_refs = service_refs(ranker_service, n.ITEM_ID)
-        self.ranker_item_columns = [r.replace(":", "__") for r in self.ranker_item_refs]
+        self.ranker_item_columns = [n.full_name(*r.split(":")) for r in self.ranker_item_refs]
         self.item_cache = ItemFeatureCache(settings.item_feature_ttl_s)
         missing = set(service_refs(ranker_service, n.USER_ID)) - set(
             service_refs(self.profile_service, n.USER_ID)
@@ -101,8 +101,11 @@ class State:
             log.info("serving model %s (previous: %s)", bundle.version, previous)
             return bundle.version, previous
 
-    def log_degraded(self, exc: BaseException) -> None:
-        """Log a lost online store at most every 10 s (every request would flood the log)."""
+    def store_lost(self, exc: BaseException, route: str | None = None) -> None:
+        """The online store is unreachable: count the degraded response of ``route`` (if it
+        serves one) and log at most every 10 s (every request would flood the log)."""
+        if route is not None:
+            self.degraded.labels(route).inc()
         now = time.monotonic()
         if now - self._last_degraded_log > 10:
             self._last_degraded_log = now

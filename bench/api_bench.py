@@ -185,15 +185,12 @@ def bandit_figures(settings: Settings, artifacts: Path, k: int = 10) -> dict[str
     event, is shown k of their top-100 GNN candidates; a click is a shown item they went on to
     interact with."""
     from api.bundle import Bundle
-    from models.data import IdMap, interaction_matrix, load_events, time_split
+    from models.data import load_events, time_split
     from models.explore import ExploreConfig, replay
 
     bundle = Bundle.load(artifacts / "latest")
     split = time_split(load_events(settings.canonical_dir / settings.dataset))
     history = pd.concat([split.train, split.val])
-    users = IdMap(sorted(bundle.users, key=bundle.users.__getitem__))
-    items = IdMap(bundle.ids)
-    seen = interaction_matrix(history, users, items)
     counts = history.groupby(n.USER_ID).size()
     test = split.test[split.test[n.USER_ID].isin(bundle.users)]
     test = test[test[n.ITEM_ID].isin(bundle.index)]
@@ -201,12 +198,10 @@ def bandit_figures(settings: Settings, artifacts: Path, k: int = 10) -> dict[str
     truth = test.groupby(n.USER_ID)[n.ITEM_ID].agg(set)
     rounds = []
     for user in first.index:
-        u = bundle.users[user]
-        scores = bundle.vectors @ bundle.user_vectors[u]
-        scores[~bundle.retrievable] = -np.inf
-        scores[seen[u].indices] = -np.inf
-        cands = np.argsort(-scores)[:100]
-        wanted = {bundle.index[i] for i in truth[user]} - set(seen[u].indices.tolist())
+        seen = set(bundle.seen_rows(user).tolist())  # what the API filters out
+        top, _ = bundle.retrieve(bundle.user_vectors[bundle.users[user]], 100 + len(seen))
+        cands = np.array([r for r in top.tolist() if r not in seen][:100], dtype=np.int64)
+        wanted = {bundle.index[i] for i in truth[user]} - seen
         rounds.append((cands, wanted, int(counts.get(user, 0))))
     result = replay(rounds, len(bundle.ids), k, ExploreConfig(), seed=0)
     out: dict[str, object] = {"bandit_rounds": len(rounds), "bandit_k": k}

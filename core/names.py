@@ -116,6 +116,11 @@ RANKER_V1 = "ranker_v1"
 PROFILE_V1 = "profile_v1"
 
 
+def full_name(view: str, feature: str) -> str:
+    """A feature's column name with ``full_feature_names=True`` (Feast): ``view__feature``."""
+    return f"{view}__{feature}"
+
+
 def push_source_name(view: str) -> str:
     return f"{view}_push"
 

@@ -121,3 +121,18 @@ def ground_truth(
             continue
         truth.setdefault(int(uu), set()).add(int(ii))
     return truth
+
+
+def one_hop(
+    history: sp.csr_matrix | np.ndarray, item_vecs: np.ndarray, item_degree: np.ndarray
+) -> np.ndarray:
+    """LightGCN's one-hop aggregation: users embedded from the items they touched.
+
+    history [B, I] (edge weights, sparse or dense; 0/1 for plain), item_vecs [I, D],
+    item_degree [I] -> [B, D]: sum_i h_ui e_i / sqrt(deg_u deg_i), deg_u the row sum of
+    ``history``. (Scaling rows, not building diagonal matrices: it runs per API request.)
+    """
+    deg_u = np.asarray(history.sum(axis=1)).ravel()
+    scaled = item_vecs / np.sqrt(np.maximum(item_degree, 1))[:, None]
+    out = np.asarray(history @ scaled) / np.sqrt(np.maximum(deg_u, 1))[:, None]
+    return out.astype(np.float32)

@@ -7,7 +7,6 @@ highest (explore). The share adapts per user: thin histories explore more, rich 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +76,6 @@ def blend(
 
 
 # -- offline replay ------------------------------------------------------------------------
-Policy = Callable[[np.ndarray, np.ndarray, np.ndarray, int, float], np.ndarray]
 
 
 def replay(

@@ -15,8 +15,8 @@ from core import names as n
 GNN_SCORE = "gnn_score"
 CATEGORY_AFFINITY = "category_affinity"
 LABEL = "label"
-TOP_CATEGORIES = f"{n.USER_INTEREST}__{n.TOP_CATEGORIES}"
-TOP_CATEGORY_SCORES = f"{n.USER_INTEREST}__{n.TOP_CATEGORY_SCORES}"
+TOP_CATEGORIES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORIES)
+TOP_CATEGORY_SCORES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORY_SCORES)
 
 
 def category_affinity(

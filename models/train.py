@@ -22,7 +22,7 @@ import torch
 
 from core import names as n
 from core.provenance import git_sha
-from core.settings import ROOT, Settings
+from core.settings import Settings
 from models.baselines import ItemKNN, Popularity
 from models.data import (
     IdMap,
@@ -32,6 +32,7 @@ from models.data import (
     interaction_matrix,
     leave_last_out,
     load_events,
+    one_hop,
 )
 from models.data import time_split as global_time_split
 from models.evaluate import evaluate
@@ -63,17 +64,11 @@ def _holdout(values: np.ndarray, frac: float, rng: np.random.Generator) -> set[s
 def user_vectors_from_history(
     history: sp.csr_matrix, item_emb: torch.Tensor, item_degree: np.ndarray
 ) -> torch.Tensor:
-    """Inductive users: LightGCN's one-hop aggregation over the items they touched.
+    """Inductive users (torch in and out): :func:`models.data.one_hop` over their history.
 
     history [B, I] (0/1), item_emb [I, D], item_degree [I] -> [B, D]
     """
-    deg_u = np.asarray(history.sum(axis=1)).ravel()
-    norm = (
-        sp.diags(1 / np.sqrt(np.maximum(deg_u, 1)))
-        @ history
-        @ sp.diags(1 / np.sqrt(np.maximum(item_degree, 1)))
-    )
-    return torch.from_numpy(np.asarray(norm @ item_emb.numpy(), dtype=np.float32))
+    return torch.from_numpy(one_hop(history, item_emb.numpy(), item_degree))
 
 
 def train(
@@ -166,7 +161,7 @@ def train(
 
     # The serving catalogue: every item of the dataset, with its training popularity.
     catalogue = build_catalogue(items_table, history, items)
-    cat_index = {item: row for row, item in enumerate(catalogue[n.ITEM_ID])}
+    cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
 
     # Cold items: placed in item space by their text alone.
     cold_ids = sorted(cold)
@@ -176,8 +171,8 @@ def train(
 
         encoder = TextEncoder()
         catalogue_text = encoder.encode(catalogue[n.TITLE].fillna("").tolist(), progress=True)
-        text_vecs = catalogue_text[[cat_index[i] for i in items.ids]]
-        cold_text = catalogue_text[[cat_index[i] for i in cold_ids]]
+        text_vecs = catalogue_text[[cat_ids.index[i] for i in items.ids]]
+        cold_text = catalogue_text[[cat_ids.index[i] for i in cold_ids]]
         projection = TextProjection.fit(text_vecs, item_emb.numpy())
         metrics["cold_items"] = cold_item_metrics(
             cold_ids, projection(cold_text), user_emb, users, items_table, split, r_hist, items, rng
@@ -195,7 +190,7 @@ def train(
     metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
 
     version = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{cfg.dataset}"
-    out_root = out_root or ROOT / "artifacts"
+    out_root = out_root or settings.artifacts_dir  # where the API looks (IG_ARTIFACTS_DIR)
     out = out_root / version
     out.mkdir(parents=True)
     torch.save(gcn.model.state_dict(), out / "lightgcn.pt")
@@ -211,9 +206,7 @@ def train(
             segments.to_parquet(out / "segments.parquet", index=False)
             attributes.to_parquet(out / "user_attributes.parquet", index=False)
     bought = history[history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])]
-    sp.save_npz(
-        out / "seen.npz", interaction_matrix(bought, users, IdMap(catalogue[n.ITEM_ID].tolist()))
-    )
+    sp.save_npz(out / "seen.npz", interaction_matrix(bought, users, cat_ids))
     if projection is not None and catalogue_text is not None:
         np.save(out / "catalogue_text_embeddings.npy", catalogue_text)
         np.save(out / "text_projection.npy", projection.weight)
