@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
@@ -219,6 +220,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from stream.live import publish
 
         batch = body.events if isinstance(body, EventBatch) else [body]
+        limit = datetime.now(UTC) + timedelta(seconds=state.settings.future_tolerance_s)
+        ahead = [i for i, e in enumerate(batch) if e.event_timestamp and e.event_timestamp > limit]
+        if ahead:
+            raise HTTPException(
+                422,
+                f"event_timestamp of event(s) {ahead[:10]} is more than "
+                f"{state.settings.future_tolerance_s} s ahead of the server clock "
+                f"({limit.isoformat()}); nothing written",
+            )
         rows = [e.canonical() for e in batch]
         if state.bundle is not None:  # the catalogue knows categories the caller may not send
             for row in rows:

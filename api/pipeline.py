@@ -28,6 +28,7 @@ from api.schemas import (
     SearchResponse,
 )
 from core import names as n
+from core.windows import add_read_time_columns
 from models.explore import ExploreConfig, blend, explore_share, explore_slots
 from models.ranker import (
     CATEGORY_AFFINITY,
@@ -97,6 +98,7 @@ def read_context(state: State, user_id: str) -> Context:
     online = state.store.get_online_features(
         features=state.profile_service, entity_rows=[{n.USER_ID: user_id}], full_feature_names=True
     ).to_dict()
+    add_read_time_columns(online, time.time_ns() // 1000)  # windowed counts as of now
     return Context({k: v[0] for k, v in online.items() if k != n.USER_ID})
 
 
@@ -135,7 +137,8 @@ def candidates(
 def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
     """The item side of ranker_v1 for every candidate: ONE batched Feast online read for the
     items not read in the last ``IG_ITEM_FEATURE_TTL_S`` seconds (the rest come from the
-    in-process cache). The user side is the context read: the same user for every row."""
+    in-process cache). The user side is the context read: the same user for every row.
+    Windowed counts are computed from the stored buckets at the moment of the call."""
     cache = state.item_cache
     rows = cache.get_many(item_ids)
     missing = [i for i, row in zip(item_ids, rows, strict=True) if row is None]
@@ -152,7 +155,8 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
         cache.put_many(missing, fresh)
         got = dict(zip(missing, fresh, strict=True))
         rows = [row if row is not None else got[i] for i, row in zip(item_ids, rows, strict=True)]
-    return {col: [row[col] for row in rows] for col in state.ranker_item_columns}
+    columns = {col: [row[col] for row in rows] for col in state.ranker_item_columns}
+    return add_read_time_columns(columns, time.time_ns() // 1000)  # counts as of now
 
 
 class ItemFeatureCache:

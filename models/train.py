@@ -23,6 +23,7 @@ import torch
 from core import names as n
 from core.provenance import git_sha
 from core.settings import Settings
+from core.windows import add_read_time_columns
 from models.baselines import ItemKNN, Popularity
 from models.data import (
     IdMap,
@@ -367,6 +368,10 @@ def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, a
             entity_df=pairs, features=service, full_feature_names=True
         ).to_df()
         frame = restore_dropped(pairs, got)
+        # windowed counts as of each label's time, by the same function the API uses online
+        epoch = pd.Timestamp(0, tz="UTC")
+        label_us = ((frame[n.EVENT_TIMESTAMP] - epoch) // pd.Timedelta(microseconds=1)).tolist()
+        frame = frame.assign(**add_read_time_columns(frame.to_dict("list"), label_us))
         frame[CATEGORY_AFFINITY] = category_affinity(
             frame[TOP_CATEGORIES].tolist(),
             frame[TOP_CATEGORY_SCORES].tolist(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,6 +14,7 @@ from bytewax.testing import run_main
 from tqdm import tqdm
 
 from core import names as n
+from core.names import BACKFILL_MANIFEST
 from stream.flow import build_flow
 from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
 
@@ -60,6 +63,17 @@ def run_backfill(
     finally:
         bar.close()
     seconds = time.perf_counter() - started
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / BACKFILL_MANIFEST).write_text(  # what the live job continues from
+        json.dumps(
+            {
+                "events_path": str(events_path.resolve()),
+                "events": total,
+                "finished_at": datetime.now(UTC).isoformat(),
+            },
+            indent=2,
+        )
+    )
     for final, stage in ((offline_dir, staging), (dead_letter_dir, dead_staging)):
         stage.mkdir(parents=True, exist_ok=True)
         old = final.with_name(final.name + ".old")

@@ -1,10 +1,23 @@
 """The feature dataflow: ``build_flow(source, sink)`` with injectable I/O.
 
-events -> parse_event -> (dead letters | events) -> user_features / item_features -> rows
+The shape of the stream after each step (``Event``, ``DeadLetter``: stream.steps)::
+
+    events              raw mappings (a log row or a Redis Stream entry)
+    parse_event         Event | DeadLetter                        -> split_dead_letters
+    key_by_user         (user_id, Event)        key_by_item         (item_id, Event)
+    user_features       (user_id, (Event, [user rows] | DeadLetter))    2 rows: behavior, interest
+    item_features       (item_id, (Event, [item rows] | DeadLetter))    1 row: item_stats
+    side_rows           (source, (source, [rows]))   one element per side of an event; no rows
+                        for a replayed or late side
+    side_dead_letters   DeadLetter                   a side that found the event late
+    feature_rows        sink input: keyed by the event's source id, so one sink partition sees
+                        both sides of one event and can acknowledge it once both are written
+
+``source`` is the Redis Stream entry id of a live event (the user id in backfill). Each side
+sees the events of its key in arrival order (one source partition, one sender), so backfill
+and live compute the same rows. Lateness is judged per user and per item; there is no global
+watermark, so events spread over workers and one skewed clock stalls nobody else.
 The same flow backfills from an event log and (with a live source) updates features live.
-Rows leave the flow as ``(source id, (source id, (view, row)))``: the key routes every row of
-one event to the same sink partition, which can then acknowledge the event once all its rows
-are written.
 """
 
 from __future__ import annotations
@@ -26,10 +39,10 @@ from stream.steps import (
     Event,
     FeatureParams,
     FeatureRow,
+    is_replayed,
     item_features,
     parse_event,
     user_features,
-    watermark,
 )
 
 
@@ -40,28 +53,29 @@ def default_params() -> FeatureParams:
     )
 
 
-KeyedRow = tuple[str, tuple[str, FeatureRow]]  # (routing key, (source id or key, row))
+KeyedRow = tuple[str, tuple[str, list[FeatureRow]]]  # (routing key, (source id, side rows))
+SideResult = tuple[Event, list[FeatureRow] | DeadLetter]
 
 
-def _tag_rows(step: Callable[[Any, Event], tuple[Any, list[FeatureRow]]]):
-    """Wrap a feature step so its rows carry the event's source id (or user id in backfill)."""
+def _side(step: Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]):
+    """Wrap a feature step so its result travels with its event."""
 
-    def mapper(state: Any, event: Event) -> tuple[Any, tuple[str, list[FeatureRow]]]:
-        state, rows = step(state, event)
-        return state, (event.source_id or event.user_id, rows)
+    def mapper(state: Any, event: Event) -> tuple[Any, SideResult]:
+        state, out = step(state, event)
+        return state, (event, out)
 
     return mapper
 
 
-def _one_key(_event: Event) -> str:
-    """The watermark is global: one key keeps the events in their arrival order."""
-    return "watermark"
+def side_rows(result: SideResult) -> KeyedRow:
+    """One sink element per side of an event: its rows (none if late or replayed)."""
+    event, out = result
+    source = event.source_id or event.user_id
+    return source, (source, out if isinstance(out, list) else [])
 
 
-def _flatten_rows(keyed: tuple[str, tuple[str, list[FeatureRow]]]) -> list[KeyedRow]:
-    """Rows keyed by their event's source id: a live sink sees all rows of one event."""
-    source, rows = keyed[1]
-    return [(source, (source, row)) for row in rows]
+def side_dead_letters(result: SideResult) -> list[DeadLetter]:
+    return [result[1]] if isinstance(result[1], DeadLetter) else []
 
 
 def build_flow(
@@ -95,24 +109,18 @@ def build_flow(
 
     parsed = op.map("parse_event", raw, parse)
     split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
-    checked = op.key_rm(
-        "drop_watermark_key",
-        op.stateful_map(
-            "watermark",
-            op.key_on("key_for_watermark", split.trues, _one_key),
-            partial(watermark, allowed_lateness_us=int(params.allowed_lateness_s * US)),
-        ),
+    by_user = op.key_on("key_by_user", split.trues, lambda e: e.user_id)
+    users = op.stateful_map("user_features", by_user, _side(partial(user_features, params=params)))
+    by_item = op.key_on("key_by_item", split.trues, lambda e: e.item_id)
+    items = op.stateful_map("item_features", by_item, _side(partial(item_features, params=params)))
+    sides = op.key_rm("drop_entity_keys", op.merge("merge_sides", users, items))
+    rows = op.map("side_rows", sides, side_rows)
+    late = op.flat_map("side_dead_letters", sides, side_dead_letters)
+    dead = op.filter(
+        "drop_replayed_dead_letters",
+        op.merge("merge_dead_letters", split.falses, late),
+        lambda d: not is_replayed(d),
     )
-    on_time = op.branch("split_late_events", checked, lambda x: isinstance(x, Event))
-    events = on_time.trues
-    dead = op.merge("merge_dead_letters", split.falses, on_time.falses)
-    by_user = op.key_on("key_by_user", events, lambda e: e.user_id)
-    user_rows = op.stateful_map(
-        "user_features", by_user, _tag_rows(partial(user_features, params=params))
-    )
-    by_item = op.key_on("key_by_item", events, lambda e: e.item_id)
-    item_rows = op.stateful_map("item_features", by_item, _tag_rows(item_features))
-    rows = op.flat_map("flatten_rows", op.merge("merge_rows", user_rows, item_rows), _flatten_rows)
     op.output("feature_rows", rows, sink)
     op.output("dead_letters", dead, dead_letter_sink)
     return flow

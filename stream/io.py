@@ -28,6 +28,17 @@ DEAD_LETTER_SCHEMA = pa.schema(
 )
 
 
+def iter_log_batches(path: Path, offset: int, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """Rows of a canonical event log from row ``offset`` on, in batches of dicts."""
+    skip = offset
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        yield batch.slice(skip).to_pylist()
+        skip = 0
+
+
 class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
     def __init__(
         self,
@@ -46,13 +57,7 @@ class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
         self._anchor: tuple[float, float] | None = None  # (wall seconds, event seconds)
 
     def _iter_rows(self, path: Path, offset: int) -> Iterator[dict[str, Any]]:
-        skip = offset
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=self._batch_rows):
-            if skip >= batch.num_rows:
-                skip -= batch.num_rows
-                continue
-            rows = batch.slice(skip).to_pylist()
-            skip = 0
+        for rows in iter_log_batches(path, offset, self._batch_rows):
             yield from rows
 
     def _due(self, row: dict[str, Any]) -> float:
@@ -169,19 +174,20 @@ def write_partition(
     return rows
 
 
-class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, FeatureRow]]]):
+class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[FeatureRow]]]]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
         self._worker = worker
         self._rows_per_file = rows_per_file
         self._buffers: dict[str, list[dict[str, Any]]] = {}
 
-    def write_batch(self, items: list[tuple[str, tuple[str, FeatureRow]]]) -> None:
-        for _key, (_source, (view, row)) in items:
-            buf = self._buffers.setdefault(view, [])
-            buf.append(row)
-            if len(buf) >= self._rows_per_file:
-                self._flush(view)
+    def write_batch(self, items: list[tuple[str, tuple[str, list[FeatureRow]]]]) -> None:
+        for _key, (_source, rows) in items:
+            for view, row in rows:
+                buf = self._buffers.setdefault(view, [])
+                buf.append(row)
+                if len(buf) >= self._rows_per_file:
+                    self._flush(view)
 
     def _flush(self, view: str) -> None:
         write_partition(self._root, view, self._buffers.pop(view, []), f"part-w{self._worker}")
@@ -191,7 +197,7 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, FeatureRow]
             self._flush(view)
 
 
-class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, FeatureRow]]]):
+class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, list[FeatureRow]]]]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows per view and writes them as one new file

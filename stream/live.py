@@ -16,11 +16,14 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
@@ -33,12 +36,13 @@ from bytewax.outputs import (
 from core import names as n
 from core.redis_server import redis_client
 from core.settings import Settings
-from stream.io import write_partition
+from stream.io import iter_log_batches, write_partition
 from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
     INVALID,
-    ROWS_PER_EVENT,
+    REPLAY,
+    SIDES_PER_EVENT,
     STREAM_ID,
     DeadLetter,
     FeatureRow,
@@ -46,6 +50,7 @@ from stream.steps import (
 
 log = logging.getLogger(__name__)
 EVENT_FIELD = "event"
+LIVE_PREFIX = "part-live-"  # offline partitions written by the live job
 
 
 def retry_redis(write: Callable[[], Any], pause_s: float = 1.0) -> Any:
@@ -76,49 +81,222 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
 
 
 def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """XINFO GROUPS entry of ``group`` on ``stream`` (pending, lag, last-delivered-id, ...)."""
+    """XINFO GROUPS entry of ``group`` on ``stream``: ``pending`` and ``last-delivered-id``
+    (Redis 6.2 and 7; ``lag`` and ``entries-read`` exist only on 7 and are not relied on)."""
     if not client.exists(stream):
         return None
     return next((g for g in client.xinfo_groups(stream) if g["name"].decode() == group), None)
 
 
-def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    sid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+def _id(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    delivered: int  # entries up to the group's last-delivered-id
+    pending: int  # delivered and not yet acknowledged
+    lag: int  # entries not yet delivered (capped at ``LAG_CAP``)
+
+
+LAG_CAP = 10_000
+
+
+def group_progress(client: redis.Redis, stream: str, group: str) -> GroupProgress:
+    """How far the consumer group is, counted from the stream itself (works on Redis 6.2)."""
+    info = group_info(client, stream, group)
+    if info is None:
+        return GroupProgress(0, 0, 0)
+    last = _id(info["last-delivered-id"])
+    delivered = 0 if last == "0-0" else len(client.xrange(stream, "-", last))
+    lag = info.get("lag")
+    if lag is None:  # Redis 6.2: count what follows the last delivered entry
+        lag = len(client.xrange(stream, f"({last}", "+", count=LAG_CAP))
+    return GroupProgress(delivered, int(info["pending"]), int(lag))
+
+
+def _decode(
+    entry_id: bytes | str, fields: dict[bytes, bytes], replay: bool = False
+) -> dict[str, Any]:
+    """A stream entry -> the raw event mapping the flow parses (``REPLAY`` marks an entry an
+    earlier run already processed: it rebuilds state, writes nothing, dead-letters nothing)."""
+    sid = _id(entry_id)
     payload = fields.get(EVENT_FIELD.encode())
+    tag = {STREAM_ID: sid, REPLAY: True} if replay else {STREAM_ID: sid}
     try:
         event = json.loads(payload) if payload is not None else None
     except (ValueError, UnicodeDecodeError) as exc:
-        return {STREAM_ID: sid, INVALID: f"bad JSON: {exc}", "payload": repr(payload)[:500]}
+        return {**tag, INVALID: f"bad JSON: {exc}", "payload": repr(payload)[:500]}
     if not isinstance(event, dict):
-        return {STREAM_ID: sid, INVALID: "event is not a JSON object", "payload": event}
-    return {**event, STREAM_ID: sid}
+        return {**tag, INVALID: "event is not a JSON object", "payload": event}
+    return {**event, **tag}
 
 
-class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
+@dataclass(frozen=True)
+class History:
+    """The event log a backfill turned into the offline store: the live job replays its first
+    ``events`` rows to rebuild state before it reads the stream (``backfill_manifest``)."""
+
+    path: Path
+    events: int
+
+
+class HistoryError(RuntimeError):
+    """The live job cannot know where the offline store's history ends: it refuses to start."""
+
+
+def backfill_history(settings: Settings) -> History | None:
+    """The history the live job continues from: the last backfill's manifest in the offline
+    store. ``None`` for an empty project. Raises :class:`HistoryError` when the offline store
+    has rows it cannot account for, or the log changed since the backfill."""
+    manifest = settings.offline_dir / n.BACKFILL_MANIFEST
+    if not manifest.exists():
+        rows = [  # rows the live job wrote came from the stream, which it replays itself
+            p
+            for view in n.VIEW_FEATURES
+            for p in (settings.offline_dir / view).glob("*.parquet")
+            if not p.name.startswith(LIVE_PREFIX)
+        ]
+        if rows:
+            raise HistoryError(
+                f"{settings.offline_dir} has feature rows but no {n.BACKFILL_MANIFEST}: the live "
+                "job cannot rebuild the state they came from. Run `make backfill` (it writes "
+                "the manifest), then start the live job again."
+            )
+        return None
+    info = json.loads(manifest.read_text())
+    path = Path(info["events_path"])
+    if not path.exists() or pq.ParquetFile(path).metadata.num_rows != info["events"]:
+        raise HistoryError(
+            f"the event log {path} changed since the backfill that wrote {settings.offline_dir} "
+            f"({info['events']} rows then): run `make backfill` again before the live job"
+        )
+    return History(path, int(info["events"]))
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Where the live source stands, snapshotted for recovery. Phases, in order:
+    history rows ``history_done`` of the log; stream entries up to ``catch_up_end`` (delivered
+    by an earlier run: replayed, or processed if still pending); then live (``last``)."""
+
+    history_done: int = 0
+    catch_up_end: str | None = None
+    last: str | None = None
+    live: bool = False
+
+
+class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
     def __init__(
-        self, settings: Settings, consumer: str, resume: str | None, idle_stop_s: float | None
+        self,
+        settings: Settings,
+        consumer: str,
+        resume: SourceState | None,
+        idle_stop_s: float | None,
+        history: History | None,
     ) -> None:
         self._s = settings
         self._client = redis_client(settings)
         self._consumer = consumer
-        self._last = resume
         self._idle_stop_s = idle_stop_s
         self._idle_since: float | None = None
         self._backoff_until = 0.0
         self._lag_checked = 0.0
+        self._history = history
+        self._pending_ids: set[str] = set()
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
         self._backlog_end: str | None = None
-        # Without a snapshot, first take back this consumer's delivered-but-unacked entries.
-        self._own_pending_from: str | None = "0" if resume is None else None
-        if resume is not None:  # re-read what was delivered after the last snapshot
-            mine = group_info(self._client, settings.events_stream, settings.consumer_group)
-            self._backlog_end = mine["last-delivered-id"].decode() if mine else None
+        if resume is None or (not resume.live and resume.catch_up_end is None):
+            # No snapshot (first start, or started without its recovery folder): rebuild
+            # state from the history log, then from what the group already delivered.
+            info = group_info(self._client, settings.events_stream, settings.consumer_group)
+            end = _id(info["last-delivered-id"]) if info else "0-0"
+            done = resume.history_done if resume else 0
+            resume = SourceState(history_done=done, catch_up_end=end, last=None)
+        if resume.live:
+            # Re-read what was delivered after the last snapshot: its rows may be missing.
+            info = group_info(self._client, settings.events_stream, settings.consumer_group)
+            self._backlog_end = _id(info["last-delivered-id"]) if info else None
+        if not resume.live:
+            self._claim_pending()
+        self._state = resume
+        self._rows = self._history_rows(resume.history_done) if history is not None else None
+
+    def _claim_pending(self) -> None:
+        """Take over every delivered-but-unacknowledged entry (XAUTOCLAIM, Redis >= 6.2): a job
+        that died before its first snapshot left them pending; the catch-up processes them."""
+        s, start = self._s, "0-0"
+        while True:
+            got = retry_redis(
+                lambda st=start: self._client.xautoclaim(
+                    s.events_stream,
+                    s.consumer_group,
+                    self._consumer,
+                    0,
+                    st,
+                    count=1000,
+                )
+            )  # [next cursor, [(id, fields)], (Redis 7: deleted ids)]
+            self._pending_ids.update(_id(i) for i, _ in got[1])
+            start = _id(got[0])
+            if start == "0-0":
+                break
+        if self._pending_ids:
+            log.info("claimed %d pending entries to process again", len(self._pending_ids))
+
+    def _history_rows(self, offset: int) -> Iterator[list[dict[str, Any]]]:
+        assert self._history is not None
+        left = self._history.events - offset
+        for rows in iter_log_batches(self._history.path, offset, self._s.history_batch_rows):
+            rows = rows[:left]
+            left -= len(rows)
+            for row in rows:
+                row[REPLAY] = True
+            yield rows
+            if left <= 0:
+                return
 
     def next_batch(self) -> list[dict[str, Any]]:
+        state = self._state
+        if self._rows is not None:
+            batch = next(self._rows, None)
+            if batch:
+                self._state = replace(state, history_done=state.history_done + len(batch))
+                stream_metrics().history_replayed.inc(len(batch))
+                return batch
+            self._rows = None
+        if not state.live:
+            return self._catch_up()
+        return self._read_live()
+
+    def _catch_up(self) -> list[dict[str, Any]]:
+        """Stream entries an earlier run was delivered: acknowledged ones only rebuild state
+        (their rows are written), pending ones are processed again (and acknowledged)."""
+        s, state = self._s, self._state
+        start = f"({state.last}" if state.last else "-"
+        entries = []
+        if state.catch_up_end and state.catch_up_end != "0-0":
+            entries = retry_redis(
+                lambda: self._client.xrange(
+                    s.events_stream, start, state.catch_up_end, count=s.stream_batch
+                )
+            )
+        if not entries:
+            self._state = replace(state, live=True)
+            return []
+        self._state = replace(state, last=_id(entries[-1][0]))
+        out = [_decode(i, f, replay=_id(i) not in self._pending_ids) for i, f in entries]
+        replayed = sum(1 for e in out if e.get(REPLAY))
+        stream_metrics().history_replayed.inc(replayed)
+        stream_metrics().events_in.inc(len(out) - replayed)
+        return out
+
+    def _read_live(self) -> list[dict[str, Any]]:
         s = self._s
         try:
             if self._backlog_end is not None:
-                start = f"({self._last}" if self._last else "-"
+                after = self._state.last or self._state.catch_up_end
+                start = f"({after}" if after and after != "0-0" else "-"
                 entries = self._client.xrange(
                     s.events_stream, start, self._backlog_end, count=s.stream_batch
                 )
@@ -144,14 +322,14 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
                 raise StopIteration
             return []
         self._idle_since = None
-        self._last = entries[-1][0].decode()
+        self._state = replace(self._state, last=_id(entries[-1][0]))
         metrics = stream_metrics()
         metrics.events_in.inc(len(entries))
         if time.monotonic() - self._lag_checked > 1.0:
             self._lag_checked = time.monotonic()
             with contextlib.suppress(redis.RedisError):
-                mine = group_info(self._client, s.events_stream, s.consumer_group)
-                metrics.consumer_lag.set((mine or {}).get("lag") or 0)
+                progress = group_progress(self._client, s.events_stream, s.consumer_group)
+                metrics.consumer_lag.set(progress.lag)
         return [_decode(i, f) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
@@ -159,32 +337,44 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], str | None]):
             return datetime.now(UTC) + timedelta(milliseconds=50)
         return None
 
-    def snapshot(self) -> str | None:
-        return self._last
+    def snapshot(self) -> SourceState:
+        return self._state
 
     def close(self) -> None:
         self._client.close()
 
 
-class RedisStreamSource(FixedPartitionedSource[dict[str, Any], str | None]):
-    """Live events from the Redis Stream ``settings.events_stream`` via a consumer group.
+class RedisStreamSource(FixedPartitionedSource[dict[str, Any], SourceState]):
+    """Live events from the Redis Stream ``settings.events_stream`` via a consumer group,
+    continuing from ``history`` (the backfilled log): without a recovery snapshot it first
+    replays that log and the entries the group already delivered, to rebuild every user's
+    and item's state exactly where it was, then reads new entries.
 
     ``idle_stop_s`` ends the job after that long without new entries (tests, catch-up runs);
     ``None`` runs until stopped.
     """
 
     def __init__(
-        self, settings: Settings, consumer: str = "features-0", idle_stop_s: float | None = None
+        self,
+        settings: Settings,
+        consumer: str = "features-0",
+        idle_stop_s: float | None = None,
+        history: History | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.idle_stop_s = idle_stop_s
+        self.history = history
 
     def list_parts(self) -> list[str]:
         return [self.settings.events_stream]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: str | None) -> _StreamPartition:
-        return _StreamPartition(self.settings, self.consumer, resume_state, self.idle_stop_s)
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: SourceState | None
+    ) -> _StreamPartition:
+        return _StreamPartition(
+            self.settings, self.consumer, resume_state, self.idle_stop_s, self.history
+        )
 
 
 def _push_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -199,7 +389,7 @@ def _push_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int]]):
+class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[str, int]]):
     def __init__(self, settings: Settings, part: str, pending: dict[str, int] | None) -> None:
         from core.feast_store import open_store
 
@@ -212,13 +402,14 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
 
         self._online = PushMode.ONLINE
 
-    def write_batch(self, values: list[tuple[str, FeatureRow]]) -> None:
+    def write_batch(self, values: list[tuple[str, list[FeatureRow]]]) -> None:
         by_view: dict[str, list[dict[str, Any]]] = {}
-        for _source, (view, row) in values:
-            by_view.setdefault(view, []).append(row)
+        for _source, rows in values:
+            for view, row in rows:
+                by_view.setdefault(view, []).append(row)
         for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
-            rows = write_partition(self._s.offline_dir, view, batch, f"part-live-{self._part}")
+            rows = write_partition(self._s.offline_dir, view, batch, f"{LIVE_PREFIX}{self._part}")
             latest = {r[key]: r for r in rows}  # one online write per entity and batch
             frame = _push_frame(list(latest.values()))
             retry_redis(
@@ -228,7 +419,7 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
             )
             stream_metrics().rows_out.inc(len(rows))
         self._pending.update(source for source, _ in values)
-        done = [sid for sid, k in self._pending.items() if k >= ROWS_PER_EVENT]
+        done = [sid for sid, k in self._pending.items() if k >= SIDES_PER_EVENT]
         if done:
             retry_redis(
                 lambda: self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
@@ -247,7 +438,7 @@ class _LivePartition(StatefulSinkPartition[tuple[str, FeatureRow], dict[str, int
         return dict(self._pending)
 
 
-class LiveFeatureSink(FixedPartitionedSink[tuple[str, FeatureRow], dict[str, int]]):
+class LiveFeatureSink(FixedPartitionedSink[tuple[str, list[FeatureRow]], dict[str, int]]):
     """Offline Parquet partitions + Feast online push, then XACK of completed events."""
 
     def __init__(self, settings: Settings, partitions: int = 1) -> None:
@@ -302,12 +493,19 @@ def live_flow(
     idle_stop_s: float | None = None,
     partitions: int = 1,
     consumer: str = "features-0",
+    history: History | None | bool = True,
 ):
-    """The feature dataflow wired to the event bus (same steps as backfill)."""
+    """The feature dataflow wired to the event bus (same steps as backfill).
+
+    ``history=True`` continues from the last backfill (:func:`backfill_history`; raises
+    :class:`HistoryError` when that cannot be done safely); ``False`` starts from empty state
+    (only for a project without history, e.g. a benchmark); or an explicit :class:`History`."""
     from stream.flow import build_flow
 
+    if history is True:
+        history = backfill_history(settings)
     return build_flow(
-        RedisStreamSource(settings, consumer, idle_stop_s),
+        RedisStreamSource(settings, consumer, idle_stop_s, history or None),
         LiveFeatureSink(settings, partitions),
         DeadLetterStreamSink(settings),
         future_tolerance_s=settings.future_tolerance_s,

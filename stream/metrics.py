@@ -21,6 +21,7 @@ class StreamMetrics:
     consumer_lag: Gauge
     freshness: Histogram
     redis_retries: Counter
+    history_replayed: Counter
     freshness_samples: deque[float]  # the latest per-event freshness values (benchmarks)
 
     def summary(self) -> str:
@@ -37,6 +38,7 @@ class StreamMetrics:
         )
         mean_ms = 1000 * total / count if count else 0.0
         return (
+            f"history replayed {val(self.history_replayed):.0f} · "
             f"events in {val(self.events_in):.0f} · rows out {val(self.rows_out):.0f} · "
             f"acked {val(self.events_acked):.0f} · dead letters {val(self.dead_letters):.0f}"
             f" · lag {val(self.consumer_lag):.0f} · freshness mean {mean_ms:.0f} ms"
@@ -73,6 +75,11 @@ def stream_metrics() -> StreamMetrics:
         ),
         Counter(
             "ig_stream_redis_retries", "Writes retried while Redis was unavailable", registry=reg
+        ),
+        Counter(
+            "ig_stream_history_replayed",
+            "Events replayed (log and already-processed entries) to rebuild state at start",
+            registry=reg,
         ),
         deque(maxlen=100_000),
     )

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import names as n
+from core.windows import bucket_events
 
 US = 1_000_000
 FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
@@ -21,6 +22,8 @@ FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
 # not decode an entry sends {STREAM_ID: id, INVALID: reason} instead.
 STREAM_ID = "_stream_id"
 INVALID = "_invalid"
+# History the live job replays to rebuild its state carries this key (Event.replay).
+REPLAY = "_replay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class Event:
     session_id: str | None = None
     category_id: str | None = None
     source_id: str | None = None  # the Redis Stream entry id, for live events
+    # History replayed to rebuild state (stream.live): it updates state and emits no rows,
+    # because its rows are in the offline store (and online) already.
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         _opt_str(raw.get(n.SESSION_ID)),
         _opt_str(raw.get(n.CATEGORY_ID)),
         _opt_str(raw.get(STREAM_ID)),
+        bool(raw.get(REPLAY)),
     )
 
 
@@ -130,16 +137,10 @@ class WindowCounts:
         if cut:
             del times[:cut]
 
-    def counts(self, now_us: int) -> dict[str, int]:
-        """Counts per ``<type plural>_<window>`` at ``now_us``."""
-        out: dict[str, int] = {}
-        for etype in n.EVENT_TYPES:
-            times = self.times.get(etype, ())
-            hi = bisect_right(times, now_us) if times else 0
-            for wname, secs in self.windows.items():
-                lo = bisect_right(times, now_us - secs * US) if times else 0
-                out[n.count_feature(etype, wname)] = hi - lo
-        return out
+    def buckets(self, now_us: int) -> list[int]:
+        """The events any window holds at ``now_us`` as age buckets (:mod:`core.windows`):
+        readers turn them into counts at their own read time."""
+        return bucket_events(self.times, now_us, self.windows)
 
 
 @dataclass
@@ -203,24 +204,25 @@ def _stamps(ts_us: int, seq: int) -> tuple[int, int]:
     return ts_us, ts_us - CREATED_OFFSET_US + seq
 
 
-def watermark(
-    latest_us: int | None, event: Event, allowed_lateness_us: int
-) -> tuple[int, Event | DeadLetter]:
-    """The stream's event-time watermark: the latest event time seen minus the allowed lateness.
+def late_event(
+    latest_us: int, event: Event, allowed_lateness_us: int, entity: str
+) -> DeadLetter | None:
+    """A dead letter when ``event`` is older than its ``entity``'s (user's or item's) latest
+    event time by more than the allowed lateness (so one very old event cannot rewrite
+    features), else ``None``.
 
-    An event at or after the watermark is accepted, even out of order (window counts insert it
-    in time order, affinity decays its weight to the entity's current time). An event before it
-    goes to the dead letters, so one very old event cannot rewrite features.
-    """
-    latest = event.ts_us if latest_us is None else max(latest_us, event.ts_us)
-    if event.ts_us < latest - allowed_lateness_us:
-        behind = (latest - event.ts_us) / US
-        return latest, DeadLetter(
-            f"late event: {behind:.0f} s behind the latest event time "
-            f"(allowed {allowed_lateness_us / US:.0f} s)",
-            _as_raw(event),
-        )
-    return latest, event
+    Lateness is judged per entity: one shopper's (or producer's) skewed clock moves only the
+    event time of that shopper and of the items they touched, never anyone else's. An event
+    inside the lateness is accepted even out of order (window counts insert it in time order,
+    affinity decays its weight)."""
+    if event.ts_us >= latest_us - allowed_lateness_us:
+        return None
+    behind = (latest_us - event.ts_us) / US
+    return DeadLetter(
+        f"late event: {behind:.0f} s behind the {entity}'s latest event time "
+        f"(allowed {allowed_lateness_us / US:.0f} s)",
+        _as_raw(event),
+    )
 
 
 def _as_raw(event: Event) -> dict[str, Any]:
@@ -235,18 +237,35 @@ def _as_raw(event: Event) -> dict[str, Any]:
     }
     if event.source_id is not None:
         raw[STREAM_ID] = event.source_id
+    if event.replay:
+        raw[REPLAY] = True
     return raw
 
 
-# Rows each event produces: user_behavior + user_interest (user_features), item_stats.
-ROWS_PER_EVENT = 3
+def is_replayed(dead: DeadLetter) -> bool:
+    """A dead letter of replayed history: it was recorded when first seen, not again."""
+    return isinstance(dead.raw, Mapping) and bool(dead.raw.get(REPLAY))
+
+
+# Each event has two sides, each with its own state and lateness: the user's
+# (user_features: user_behavior + user_interest rows) and the item's (item_features:
+# item_stats). A live event is acknowledged once both sides are written.
+SIDES_PER_EVENT = 2
 
 
 def user_features(
     state: UserState | None, event: Event, params: FeatureParams
-) -> tuple[UserState, list[FeatureRow]]:
-    """Update a user's state with one event; emit their ``user_behavior`` and ``user_interest``."""
-    if state is None:
+) -> tuple[UserState, list[FeatureRow] | DeadLetter]:
+    """Update a user's state with one event; emit their ``user_behavior`` and ``user_interest``
+    rows, or a dead letter if the event is late for this user (the state is then unchanged).
+    A replayed event (``event.replay``) updates the state and emits no rows."""
+    if state is not None:
+        late = late_event(
+            state.behavior.latest_us, event, int(params.allowed_lateness_s * US), "user"
+        )
+        if late is not None:
+            return state, late
+    else:
         state = UserState(
             WindowCounts(dict(n.USER_WINDOWS)),
             DecayedAffinity(int(params.affinity_half_life_hours * 3600 * US)),
@@ -262,39 +281,51 @@ def user_features(
             state.recent.remove(event.item_id)
         state.recent.insert(0, event.item_id)
         del state.recent[params.recent_items_n :]
+    if event.replay:
+        return state, []
     ts, created = _stamps(now, state.behavior.total)
     key = {n.USER_ID: event.user_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created}
-    behavior = {**key, **state.behavior.counts(now), n.EVENTS_TOTAL: state.behavior.total}
+    behavior = {
+        **key,
+        n.COUNT_BUCKETS: state.behavior.buckets(now),
+        n.EVENTS_TOTAL: state.behavior.total,
+    }
     top = state.affinity.top(params.top_categories_n)
-    interest = {
+    interest_row = {
         **key,
         n.TOP_CATEGORIES: [c for c, _ in top],
         n.TOP_CATEGORY_SCORES: [round(s, 6) for _, s in top],
         n.RECENT_ITEMS: list(state.recent),
         n.LAST_EVENT_TS: now // US,
     }
-    return state, [(n.USER_BEHAVIOR, behavior), (n.USER_INTEREST, interest)]
+    return state, [(n.USER_BEHAVIOR, behavior), (n.USER_INTEREST, interest_row)]
 
 
-def item_features(state: ItemState | None, event: Event) -> tuple[ItemState, list[FeatureRow]]:
-    """Update an item's popularity counts with one event; emit its ``item_stats`` row."""
+def item_features(
+    state: ItemState | None, event: Event, params: FeatureParams | None = None
+) -> tuple[ItemState, list[FeatureRow] | DeadLetter]:
+    """Update an item's popularity counts with one event; emit its ``item_stats`` row (none
+    for a replayed event), or a dead letter if the event is late for this item. Its windowed
+    counts, conversion and CTR are computed at read time from ``count_buckets``
+    (:func:`core.windows.read_time_features`)."""
+    params = params or FeatureParams()
     if state is None:
         state = ItemState(WindowCounts(dict(n.ITEM_WINDOWS)))
+    elif state.counts.total:
+        lateness = int(params.allowed_lateness_s * US)
+        late = late_event(state.counts.latest_us, event, lateness, "item")
+        if late is not None:
+            return state, late
     state.counts.add(event.event_type, event.ts_us)
+    if event.replay:
+        return state, []
     now = state.counts.latest_us
-    counts = state.counts.counts(now)
-    views = counts[n.count_feature(n.EventType.VIEW, "7d")]
-    buys = counts[n.count_feature(n.EventType.PURCHASE, "7d")]
-    shown = counts[n.count_feature(n.EventType.IMPRESSION, "7d")]
-    clicks = counts[n.count_feature(n.EventType.CLICK, "7d")]
     ts, created = _stamps(now, state.counts.total)
     row = {
         n.ITEM_ID: event.item_id,
         n.EVENT_TIMESTAMP: ts,
         n.CREATED_TIMESTAMP: created,
-        **counts,
+        n.COUNT_BUCKETS: state.counts.buckets(now),
         n.EVENTS_TOTAL: state.counts.total,
-        n.CONVERSION_7D: buys / views if views else 0.0,
-        n.CTR_7D: clicks / shown if shown else 0.0,
     }
     return state, [(n.ITEM_STATS, row)]

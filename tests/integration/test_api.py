@@ -1,6 +1,7 @@
 """The scoring API over a real Feast project, a real Redis and a model trained on the slice."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -189,6 +190,22 @@ def test_events_need_the_key_and_land_on_the_stream(client, settings):
     _, fields = bus.xrange(settings.events_stream, "-", "+")[-1]
     written = json.loads(fields[b"event"])
     assert written["item_id"] == "85123A" and written["event_timestamp"].endswith("+00:00")
+    naive = {**event, "event_timestamp": "2024-05-01T12:00:00"}
+    r = client.post("/v1/events", json=naive, headers={"X-API-Key": KEY})
+    assert r.status_code == 422 and "no UTC offset" in r.json()["message"]
+    ahead = (datetime.now(UTC) + timedelta(hours=23)).isoformat()
+    r = client.post(
+        "/v1/events",
+        json={"events": [event, {**event, "event_timestamp": ahead}]},
+        headers={"X-API-Key": KEY},
+    )
+    assert r.status_code == 422 and "event(s) [1]" in r.json()["detail"]
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()  # inside the clock skew
+    r = client.post(
+        "/v1/events", json={**event, "event_timestamp": soon}, headers={"X-API-Key": KEY}
+    )
+    assert r.status_code == 202
+    assert bus.xlen(settings.events_stream) == before + 4
     big = {"events": [{**event, "session_id": "x" * 120}] * 1000}
     r = client.post("/v1/events", json=big, headers={"X-API-Key": KEY})
     assert r.status_code == 413

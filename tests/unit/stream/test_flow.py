@@ -1,6 +1,7 @@
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core import names as n
+from core.windows import read_time_features
 from stream.flow import build_flow
 from stream.io import supersede
 from stream.steps import DeadLetter, FeatureParams
@@ -30,25 +31,29 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
     assert [d.reason for d in dead] == ["missing item_id"]
     assert isinstance(dead[0], DeadLetter) and dead[0].raw == {"user_id": "u1"}
     by_view = {}
-    for key, (source, (view, row)) in rows:
-        assert key == source == row.get(n.USER_ID, key)  # backfill: keyed by the user id
-        by_view.setdefault(view, []).append(row)
+    assert len(rows) == 2 * 3  # two sides (user, item) per valid event
+    for key, (source, side) in rows:
+        for view, row in side:
+            assert key == source == row.get(n.USER_ID, key)  # backfill: keyed by the user id
+            by_view.setdefault(view, []).append(row)
     assert [r[n.RECENT_ITEMS] for r in by_view[n.USER_INTEREST] if r[n.USER_ID] == "u1"] == [
         ["i1"],
         ["i2", "i1"],
     ]
     item_rows = [r for r in by_view[n.ITEM_STATS] if r[n.ITEM_ID] == "i1"]
-    assert [(r["views_24h"], r["purchases_24h"]) for r in item_rows] == [(1, 0), (1, 1)]
+    counts = [
+        read_time_features(n.ITEM_STATS, r[n.COUNT_BUCKETS], r[n.EVENT_TIMESTAMP])
+        for r in item_rows
+    ]
+    assert [(c["views_24h"], c["purchases_24h"]) for c in counts] == [(1, 0), (1, 1)]
     u2 = [r for r in by_view[n.USER_BEHAVIOR] if r[n.USER_ID] == "u2"]
+    purchase = n.EVENT_TYPES.index("purchase")
     assert u2 == [
         {
             n.USER_ID: "u2",
             n.EVENT_TIMESTAMP: 30_000_000,
             n.CREATED_TIMESTAMP: 30_000_001 - 86_400_000_000,
-            **dict.fromkeys(n.USER_BEHAVIOR_FEATURES, 0),
-            "purchases_1h": 1,
-            "purchases_24h": 1,
-            "purchases_7d": 1,
+            n.COUNT_BUCKETS: [purchase, 30_000_000, 1],
             n.EVENTS_TOTAL: 1,
         }
     ]
@@ -74,6 +79,29 @@ def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
     rows, dead = [], []
     run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), params))
     assert [d.raw[n.ITEM_ID] for d in dead] == ["i3"]
-    assert dead[0].reason.startswith("late event: 990 s behind")
-    totals = [r[n.EVENTS_TOTAL] for _, (_, (view, r)) in rows if view == n.USER_BEHAVIOR]
+    assert dead[0].reason.startswith("late event: 990 s behind the user's")
+    totals = [
+        r[n.EVENTS_TOTAL] for _, (_, side) in rows for view, r in side if view == n.USER_BEHAVIOR
+    ]
     assert totals == [1, 2]  # the 10 s-late event is counted, the 990 s-late one is not
+
+
+def test_a_future_clock_of_one_user_dead_letters_nobody_else():
+    """One shopper's event 23 h ahead (accepted: within a 24 h lateness, as the settings
+    require of the future tolerance): everyone else's on-time events still count, on the
+    same items too; only that shopper's own events more than 24 h behind it are late."""
+    day = 24 * 3600
+    params = FeatureParams(allowed_lateness_s=day)
+    t0 = 10 * day
+    events = [raw("skewed", "i1", "view", t0 + 23 * 3600)]
+    events += [raw(f"u{k % 50}", f"i{k % 7}", "view", t0 + k) for k in range(200)]
+    events.append(raw("skewed", "i9", "view", t0 - 2 * 3600))  # 25 h behind its own clock
+    rows, dead = [], []
+    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), params))
+    assert [(d.raw[n.USER_ID], d.reason.split(" behind ")[1][:10]) for d in dead] == [
+        ("skewed", "the user's")
+    ]
+    users = {r[n.USER_ID] for _, (_, side) in rows for view, r in side if view == n.USER_BEHAVIOR}
+    assert users == {"skewed", *(f"u{k}" for k in range(50))}
+    item_rows = [r for _, (_, side) in rows for view, r in side if view == n.ITEM_STATS]
+    assert len(item_rows) == 202  # every event counted for its item, i9 included

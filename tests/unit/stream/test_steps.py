@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core import names as n
+from core.windows import read_time_features
 from stream.steps import (
     US,
     DeadLetter,
@@ -20,6 +21,18 @@ H = 3600
 
 def ev(user="u1", item="i1", etype="view", t=0, cat="c1", value=1.0):
     return Event(user, item, etype, t * US, value, None, cat)
+
+
+def read(view, row, at_s=None):
+    """A row's windowed features read at ``at_s`` (default: the row's own time)."""
+    now = row[n.EVENT_TIMESTAMP] if at_s is None else at_s * US
+    return read_time_features(view, row[n.COUNT_BUCKETS], now)
+
+
+def user_rows(state, event, params):
+    state, rows = user_features(state, event, params)
+    assert isinstance(rows, list)
+    return state, rows
 
 
 def test_parse_event_accepts_iso_datetime_and_unix_seconds():
@@ -77,7 +90,8 @@ def test_window_counts_are_trailing_and_evict_old_events():
     wc = WindowCounts({"1h": H, "24h": 24 * H})
     for t in (0, 10, 2 * H, 2 * H + 1):
         wc.add("view", t * US)
-    counts = wc.counts((2 * H + 1) * US)
+    row = {n.COUNT_BUCKETS: wc.buckets((2 * H + 1) * US), n.EVENT_TIMESTAMP: (2 * H + 1) * US}
+    counts = read(n.USER_BEHAVIOR, row)
     assert (counts["views_1h"], counts["views_24h"], counts["carts_1h"]) == (2, 4, 0)
     wc.add("view", 30 * H * US)
     assert wc.times["view"] == [30 * H * US]  # older than every window: evicted
@@ -104,11 +118,12 @@ def test_user_features_emit_both_views_with_recent_items_distinct():
     params = FeatureParams(recent_items_n=2, top_categories_n=1)
     state = None
     for item, t in (("a", 0), ("b", 1), ("a", 2), ("c", 3)):
-        state, rows = user_features(state, ev(item=item, t=t, etype="purchase"), params)
+        state, rows = user_rows(state, ev(item=item, t=t, etype="purchase"), params)
     (view1, behavior), (view2, interest) = rows
     assert (view1, view2) == (n.USER_BEHAVIOR, n.USER_INTEREST)
     assert interest[n.RECENT_ITEMS] == ["c", "a"]
-    assert behavior["purchases_1h"] == 4 and behavior[n.EVENTS_TOTAL] == 4
+    assert read(n.USER_BEHAVIOR, behavior)["purchases_1h"] == 4 and behavior[n.EVENTS_TOTAL] == 4
+    assert read(n.USER_BEHAVIOR, behavior, at_s=3 + H)["purchases_1h"] == 0  # an hour on
     assert interest[n.TOP_CATEGORIES] == ["c1"]
     assert behavior[n.EVENT_TIMESTAMP] == 3 * US
     assert (
@@ -129,8 +144,9 @@ def test_item_features_conversion_over_seven_days():
     for etype, t in (("view", 0), ("view", 1), ("view", 2), ("view", 3), ("purchase", 4)):
         state, [(view, row)] = item_features(state, ev(etype=etype, t=t))
     assert view == n.ITEM_STATS
-    assert row["views_7d"] == 4 and row["purchases_30d"] == 1
-    assert row[n.CONVERSION_7D] == 0.25
+    counts = read(n.ITEM_STATS, row)
+    assert counts["views_7d"] == 4 and counts["purchases_30d"] == 1
+    assert counts[n.CONVERSION_7D] == 0.25
     assert set(row) == {n.ITEM_ID, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP, *n.ITEM_STATS_FEATURES}
 
 
@@ -149,19 +165,37 @@ def test_parse_event_keeps_stream_id_and_reports_undecodable_entries():
     assert bad.reason == "bad JSON: Expecting value" and bad.raw[STREAM_ID] == "2-0"
 
 
-def test_watermark_accepts_out_of_order_within_lateness_and_dead_letters_older():
-    from stream.steps import STREAM_ID, watermark
+def test_user_and_item_features_judge_lateness_per_entity():
+    from stream.steps import STREAM_ID
 
-    late_ok = ev(t=500)  # 3500 s behind: within the hour
-    state, out = watermark(None, ev(t=4000), allowed_lateness_us=3600 * US)
-    state, out = watermark(state, late_ok, allowed_lateness_us=3600 * US)
-    assert out is late_ok and state == 4000 * US
+    params = FeatureParams(allowed_lateness_s=3600)
+    state, _ = user_features(None, ev(t=4000), params)
+    state, rows = user_features(state, ev(t=500), params)  # 3500 s behind: within the hour
+    assert len(rows) == 2 and state.behavior.latest_us == 4000 * US
+    state, _ = user_features(state, ev(t=7200), params)
     too_late = Event("u1", "i1", "view", 300 * US, 1.0, None, None, "9-0")
-    state, out = watermark(state, ev(t=7200), allowed_lateness_us=3600 * US)
-    state, out = watermark(state, too_late, allowed_lateness_us=3600 * US)
+    state, out = user_features(state, too_late, params)
     assert isinstance(out, DeadLetter)
-    assert out.reason == "late event: 6900 s behind the latest event time (allowed 3600 s)"
+    assert out.reason == "late event: 6900 s behind the user's latest event time (allowed 3600 s)"
     assert out.raw[STREAM_ID] == "9-0" and out.raw[n.EVENT_TIMESTAMP] == 300.0
+    assert state.behavior.total == 3  # the dead letter changed nothing
+    _, rows = user_features(None, ev(user="u2", t=300), params)  # another user: on time
+    assert len(rows) == 2
+    item, _ = item_features(None, ev(t=7200), params)
+    item, out = item_features(item, too_late, params)
+    assert out.reason.startswith("late event: 6900 s behind the item's")
+    assert item.counts.total == 1
+
+
+def test_replayed_events_update_state_and_emit_no_rows():
+    params = FeatureParams()
+    replayed = Event("u1", "i1", "view", 10 * US, replay=True)
+    state, rows = user_features(None, replayed, params)
+    assert rows == [] and state.behavior.total == 1 and state.recent == ["i1"]
+    state, rows = user_rows(state, ev(item="i2", t=20), params)
+    assert rows[0][1][n.EVENTS_TOTAL] == 2 and rows[1][1][n.RECENT_ITEMS] == ["i2", "i1"]
+    istate, irows = item_features(None, replayed)
+    assert irows == [] and istate.counts.total == 1
 
 
 def test_impressions_and_clicks_give_item_ctr_but_no_user_interest():
@@ -174,8 +208,9 @@ def test_impressions_and_clicks_give_item_ctr_but_no_user_interest():
         ("click", 4),
     ):
         state, [(_, row)] = item_features(state, ev(etype=etype, t=t))
-    assert (row["impressions_7d"], row["clicks_7d"], row[n.CTR_7D]) == (4, 1, 0.25)
-    ustate, rows = user_features(None, ev(etype="impression", item="shown"), FeatureParams())
+    counts = read(n.ITEM_STATS, row)
+    assert (counts["impressions_7d"], counts["clicks_7d"], counts[n.CTR_7D]) == (4, 1, 0.25)
+    ustate, rows = user_rows(None, ev(etype="impression", item="shown"), FeatureParams())
     interest = rows[1][1]
     assert interest[n.RECENT_ITEMS] == [] and interest[n.TOP_CATEGORIES] == []
-    assert rows[0][1]["impressions_1h"] == 1
+    assert read(n.USER_BEHAVIOR, rows[0][1])["impressions_1h"] == 1

@@ -1,0 +1,94 @@
+import random
+
+import pytest
+
+from core import names as n
+from core.windows import (
+    US,
+    add_read_time_columns,
+    age_edges,
+    bucket_events,
+    read_time_features,
+    window_counts,
+)
+
+H = 3600
+WINDOWS = n.USER_WINDOWS
+
+
+def true_counts(times_by_type, at_us, windows=WINDOWS):
+    return {
+        n.count_feature(t, w): sum(1 for x in times if at_us - secs * US < x <= at_us)
+        for t, times in times_by_type.items()
+        for w, secs in windows.items()
+    }
+
+
+def test_age_edges_cut_each_window_at_its_resolution():
+    edges = age_edges(tuple(WINDOWS.items()))
+    assert edges[:3] == (0, 300 * US, 600 * US)
+    assert 3600 * US in edges and 86_400 * US in edges and edges[-1] == 604_800 * US
+    assert len(edges) == 1 + 12 + 23 + 24
+
+
+def test_counts_read_at_the_row_time_are_exact():
+    rng = random.Random(1)
+    now = 30 * 86_400 * US
+    times = {
+        "view": sorted(now - rng.randrange(0, 9 * 86_400 * US) for _ in range(300)),
+        "purchase": sorted(now - rng.randrange(0, 2 * H * US) for _ in range(20)),
+    }
+    counts = window_counts(bucket_events(times, now, WINDOWS), now, WINDOWS)
+    assert {k: v for k, v in counts.items() if v or k in true_counts(times, now)} == true_counts(
+        times, now
+    )
+
+
+def test_counts_read_later_decay_to_within_one_resolution_step():
+    """A clock moves on without events: an event leaves each count at most one resolution
+    step late, i.e. true count over W <= read count <= true count over W + one step."""
+    rng = random.Random(2)
+    written = 10 * 86_400 * US
+    times = {"view": sorted(written - rng.randrange(0, 8 * 86_400 * US) for _ in range(400))}
+    buckets = bucket_events(times, written, WINDOWS)
+    for later_s in (0, 60, 299, 301, 3599, 3601, 5 * H, 23 * H, 25 * H, 3 * 86_400, 8 * 86_400):
+        at = written + later_s * US
+        got = window_counts(buckets, at, WINDOWS)
+        for w, secs in WINDOWS.items():
+            feature = n.count_feature("view", w)
+            step = n.WINDOW_RESOLUTION_S[w] * US
+            exact = sum(1 for x in times["view"] if at - secs * US < x <= at)
+            widened = sum(1 for x in times["view"] if at - secs * US - step < x <= at)
+            assert exact <= got[feature] <= widened, (later_s, w)
+            if later_s == 0:
+                assert got[feature] == exact
+
+
+def test_a_week_old_shopper_reads_zero_in_the_last_hour():
+    t = 1_000 * H * US
+    buckets = bucket_events({"view": [t - 60 * US, t]}, t, WINDOWS)
+    assert read_time_features(n.USER_BEHAVIOR, buckets, t)["views_1h"] == 2
+    week_later = read_time_features(n.USER_BEHAVIOR, buckets, t + 7 * 86_400 * US)
+    assert week_later["views_1h"] == week_later["views_24h"] == week_later["views_7d"] == 0
+
+
+def test_item_conversion_and_ctr_are_computed_at_read_time():
+    t = 100 * 86_400 * US
+    times = {"view": [t - 8 * 86_400 * US, t - 1 * US, t], "purchase": [t], "impression": [t]}
+    got = read_time_features(n.ITEM_STATS, bucket_events(times, t, n.ITEM_WINDOWS), t)
+    assert got["views_7d"] == 2 and got["views_30d"] == 3
+    assert got[n.CONVERSION_7D] == 0.5 and got[n.CTR_7D] == 0.0
+
+
+def test_add_read_time_columns_per_row_times_and_missing_rows():
+    t = 50 * H * US
+    buckets = bucket_events({"view": [t]}, t, WINDOWS)
+    cols = {n.full_name(n.USER_BEHAVIOR, n.COUNT_BUCKETS): [buckets, buckets, float("nan")]}
+    add_read_time_columns(cols, [t, t + 2 * H * US, t])
+    assert cols[n.full_name(n.USER_BEHAVIOR, "views_1h")] == [1, 0, 0]
+    assert cols[n.full_name(n.USER_BEHAVIOR, "views_24h")] == [1, 1, 0]
+
+
+def test_unknown_view_has_no_read_time_features():
+    with pytest.raises(ValueError, match="no read-time features"):
+        read_time_features(n.USER_INTEREST, [], 0)
