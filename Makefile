@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo api-demo \
-        test test-unit test-integration bench lint format clean
+        test test-unit test-integration test-fallback bench lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -72,6 +72,9 @@ test-unit: install ## unit tests only (no network, no Redis)
 
 test-integration: install ## integration tests against a real redis-server and Feast
 	$(PY) -m pytest tests/integration
+
+test-fallback: install ## live-stream + Redis tests on the bundled Redis 6.2 (a machine without redis-server)
+	IG_REDIS_SERVER=bundled $(PY) -m pytest tests/integration/test_live_stream.py tests/integration/test_redis.py tests/unit/core/test_redis_server.py
 
 bench: install ## benchmarks -> bench/results/latest.json
 	$(PY) bench/run.py

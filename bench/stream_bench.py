@@ -1,12 +1,16 @@
-"""Live-job benchmarks (imported by bench/run.py): throughput, engine ceiling, freshness.
+"""Live-job benchmarks (imported by bench/run.py): throughput, engine ceiling, freshness,
+the backfill -> live handover, and a future-dated event.
 
-Each figure runs on its own Redis Stream of the bench project. Throughput is timed from the
-first delivery to the moment every entry is acknowledged (XINFO GROUPS), so process start-up
-is not counted; the Bytewax pass-through flow reads the same source and only acknowledges.
+Each figure runs on its own Redis Stream and its own data folder (a copy of the bench
+project's Feast registry, an empty offline store: a live job without history). Throughput is
+timed from the first delivery to the moment every entry is acknowledged (counted from the
+stream itself, so Redis 6.2 works too), so process start-up is not counted; the Bytewax
+pass-through flow reads the same source and only acknowledges.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +29,7 @@ from bytewax.testing import run_main
 from core import names as n
 from core.redis_server import redis_client
 from core.settings import Settings
-from stream.live import RedisStreamSource, group_info, live_flow, publish
+from stream.live import RedisStreamSource, group_progress, live_flow, publish
 from stream.metrics import stream_metrics
 from stream.steps import STREAM_ID
 
@@ -40,10 +44,20 @@ def _events(settings: Settings, count: int) -> list[dict[str, Any]]:
     return frame.to_dict("records")
 
 
-def _fresh_stream(settings: Settings) -> Settings:
+def _fresh_stream(settings: Settings, **update: Any) -> Settings:
+    """Own streams and own data folder (the registry copied, an empty offline store)."""
     tag = uuid.uuid4().hex[:8]
+    data_dir = settings.data_dir / "stream-bench" / tag
+    for view in n.VIEW_FEATURES:
+        (data_dir / "offline" / view).mkdir(parents=True)
+    shutil.copy(settings.data_dir / "registry.db", data_dir / "registry.db")
     return settings.model_copy(
-        update={"events_stream": f"bench:{tag}:events", "dead_letter_stream": f"bench:{tag}:dead"}
+        update={
+            "data_dir": data_dir,
+            "events_stream": f"bench:{tag}:events",
+            "dead_letter_stream": f"bench:{tag}:dead",
+            **update,
+        }
     )
 
 
@@ -52,11 +66,10 @@ def _wait_done(settings: Settings, total: int, timeout: float = 600) -> float:
     client = redis_client(settings)
     first, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        group = group_info(client, settings.events_stream, settings.consumer_group)
-        read = (group or {}).get("entries-read") or 0
-        if read and first is None:
+        got = group_progress(client, settings.events_stream, settings.consumer_group)
+        if got.delivered and first is None:
             first = time.monotonic()
-        if group and read >= total and group["pending"] == 0:
+        if got.delivered >= total and got.pending == 0:
             return time.monotonic() - (first or time.monotonic())
         time.sleep(0.01)
     raise TimeoutError(f"{settings.events_stream}: not all {total} entries acknowledged")
@@ -133,6 +146,7 @@ def stream_figures(
 
     addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
     env_keys = {
+        "IG_DATA_DIR": str(two.data_dir),
         "IG_EVENTS_STREAM": two.events_stream,
         "IG_DEAD_LETTER_STREAM": two.dead_letter_stream,
     }
@@ -188,3 +202,65 @@ def stream_figures(
         "freshness_p99_ms": round(float(np.percentile(ms, 99)), 1),
     }
     return out
+
+
+def handover_figures(settings: Settings, count: int = 20_000) -> dict[str, float]:
+    """The order a user deploys in, on the first ``count`` events of the log: backfill and
+    materialize the first half, run the second half live through the Redis Stream. 1 when
+    the online values and visible offline rows equal a backfill of the whole slice."""
+    from core.feast_store import materialize, open_store
+    from stream.backfill import run_backfill
+    from stream.compare import offline_differences, online_differences
+
+    project = _fresh_stream(settings, feast_project=f"handover_{uuid.uuid4().hex[:8]}")
+    frame = pd.read_parquet(settings.canonical_dir / settings.dataset / "events.parquet")
+    frame = frame.iloc[:count]
+    half = len(frame) // 2
+    first, whole = project.data_dir / "first_half.parquet", project.data_dir / "all.parquet"
+    frame.iloc[:half].to_parquet(first)
+    frame.to_parquet(whole)
+    from core.feast_store import feast_apply
+
+    feast_apply(project)  # its own Feast project: its own online keys
+    run_backfill(first, project.offline_dir, project.data_dir / "dead", progress=False)
+    materialize(open_store(project), project)
+    later = frame.iloc[half:]
+    later = later.assign(event_timestamp=later[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat()))
+    publish(redis_client(project), project.events_stream, later.to_dict("records"))
+    started = time.perf_counter()
+    run_main(live_flow(project, idle_stop_s=1.0))
+    took = time.perf_counter() - started
+    reference = project.data_dir / "reference"
+    run_backfill(whole, reference, project.data_dir / "ref_dead", progress=False)
+    differences = offline_differences(project.offline_dir, reference)
+    differences += online_differences(project, reference)
+    for line in differences:
+        print(f"handover difference: {line}")
+    settings.export_feast_env()
+    return {
+        "handover_events": len(frame),
+        "handover_live_run_s": round(took, 1),  # history replay of the first half included
+        "handover_equal": int(not differences),
+    }
+
+
+def future_event_figures(settings: Settings, count: int = 2_000) -> dict[str, float]:
+    """One event at now + 23 h, accepted (IG_FUTURE_TOLERANCE_S and IG_ALLOWED_LATENESS_S set
+    to 24 h), then ``count`` normal events of other shoppers at now: the dead letters those
+    normal events got (must be 0; with the old global watermark all of them were)."""
+    project = _fresh_stream(settings, allowed_lateness_s=86_400, future_tolerance_s=86_400)
+    events = _events(settings, count)
+    now = pd.Timestamp.now(tz="UTC")
+    normal = [{**e, n.EVENT_TIMESTAMP: now.isoformat()} for e in events]
+    skewed = {
+        **events[0],
+        n.USER_ID: "skewed-clock",
+        n.EVENT_TIMESTAMP: (now + pd.Timedelta(hours=23)).isoformat(),
+    }
+    client = redis_client(project)
+    publish(client, project.events_stream, [skewed, *normal])
+    run_main(live_flow(project, idle_stop_s=1.0))
+    dead = (
+        client.xlen(project.dead_letter_stream) if client.exists(project.dead_letter_stream) else 0
+    )
+    return {"future_event_normal_events": count, "stalled_by_future_event": int(dead)}

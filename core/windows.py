@@ -93,7 +93,7 @@ def window_counts(
     """Counts per ``<type plural>_<window>`` at read time ``now_us`` from stored buckets
     (``None`` or a missing value: no events)."""
     out = dict.fromkeys(n.count_features(dict(windows)), 0)
-    if buckets is None or isinstance(buckets, float):  # NaN: no row known at that time
+    if _missing(buckets):
         return out
     names = _feature_names(tuple(windows.items()))
     for k in range(0, len(buckets) - 2, 3):
@@ -127,13 +127,21 @@ def add_read_time_columns(
     (``view__count_buckets``, Feast's full feature names) to a dict of equal-length columns.
 
     ``now_us``: one read time for every row (online), or one per row (a point-in-time frame:
-    each label's timestamp). Rows without buckets (unknown entity) read as zero counts."""
+    each label's timestamp). A row without buckets (an entity unknown at that time) gets
+    ``None`` features, as Feast gives for its stored ones."""
     for view in n.READ_TIME_FEATURES:
         source = columns.get(n.full_name(view, n.COUNT_BUCKETS))
         if source is None:
             continue
         times = [now_us] * len(source) if isinstance(now_us, int) else list(now_us)
-        rows = [read_time_features(view, b, t) for b, t in zip(source, times, strict=True)]
+        rows = [
+            None if _missing(b) else read_time_features(view, b, t)
+            for b, t in zip(source, times, strict=True)
+        ]
         for feature in n.READ_TIME_FEATURES[view]:
-            columns[n.full_name(view, feature)] = [r[feature] for r in rows]
+            columns[n.full_name(view, feature)] = [None if r is None else r[feature] for r in rows]
     return columns
+
+
+def _missing(buckets: Any) -> bool:
+    return buckets is None or isinstance(buckets, float)  # None online, NaN in a frame

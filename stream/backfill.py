@@ -25,10 +25,18 @@ class BackfillReport:
     seconds: float
     rows: dict[str, int]
     dead_letters: int
+    seconds_tail: float = 0.0  # the last tenth of the log (from the batch it begins in)
+    events_tail: int = 0
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def events_per_s_last10pct(self) -> float:
+        return (
+            self.events_tail / self.seconds_tail if self.seconds_tail and self.events_tail else 0.0
+        )
 
 
 def _count_rows(folder: Path) -> int:
@@ -55,14 +63,25 @@ def run_backfill(
     for folder in (staging, dead_staging):
         shutil.rmtree(folder, ignore_errors=True)
     bar = tqdm(total=total, unit="ev", desc="backfill", disable=not progress, mininterval=0.5)
-    source = EventLogSource(events_path, batch_rows=batch_rows, progress=bar.update)
+    read, tail = [0], [0.0, 0]  # rows read; (when the last tenth began, its rows)
+
+    def advance(rows: int) -> None:
+        """Progress of the source: marks the batch in which the last tenth of the log begins
+        (called before that batch flows through the steps)."""
+        if read[0] < int(total * 0.9) <= read[0] + rows:
+            tail[:] = [time.perf_counter(), total - read[0]]
+        read[0] += rows
+        bar.update(rows)
+
+    source = EventLogSource(events_path, batch_rows=batch_rows, progress=advance)
     flow = build_flow(source, OfflineParquetSink(staging), DeadLetterParquetSink(dead_staging))
     started = time.perf_counter()
     try:
         run_main(flow)
     finally:
         bar.close()
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
+    seconds = ended - started
     staging.mkdir(parents=True, exist_ok=True)
     (staging / BACKFILL_MANIFEST).write_text(  # what the live job continues from
         json.dumps(
@@ -83,4 +102,6 @@ def run_backfill(
         stage.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     rows = {view: _count_rows(offline_dir / view) for view in n.VIEW_FEATURES}
-    return BackfillReport(total, seconds, rows, _count_rows(dead_letter_dir))
+    return BackfillReport(
+        total, seconds, rows, _count_rows(dead_letter_dir), ended - tail[0], int(tail[1])
+    )

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pandas as pd
-import pyarrow.dataset as ds
 import pytest
 from bytewax.testing import run_main
 
@@ -17,6 +16,7 @@ from core import names as n
 from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
+from stream.compare import offline_differences, online_differences, visible_rows
 from stream.live import group_progress, live_flow, publish
 from stream.metrics import stream_metrics
 
@@ -27,16 +27,6 @@ COUNTED = ("events_in", "events_acked", "dead_letters")
 
 def value(counter):
     return next(iter(counter.collect())).samples[0].value
-
-
-def visible_rows(folder, view):
-    """Offline rows as Feast sees them: the latest version per (entity, event time)."""
-    key = n.VIEW_ENTITY_KEY[view]
-    frame = ds.dataset(folder / view, format="parquet").to_table().to_pandas()
-    frame = frame.sort_values([key, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP])
-    frame = frame.drop_duplicates([key, n.EVENT_TIMESTAMP], keep="last")
-    frame = frame.drop(columns=[n.CREATED_TIMESTAMP]).reset_index(drop=True)
-    return frame.map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
 
 
 def fresh_project(base, data_dir, **update):
@@ -75,10 +65,7 @@ def assert_equals_backfill(settings, events):
     events.to_parquet(log_path)
     backfilled = settings.data_dir / "backfill"
     run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
-    for view in n.VIEW_FEATURES:
-        pd.testing.assert_frame_equal(
-            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
-        )
+    assert offline_differences(settings.offline_dir, backfilled) == []
     assert (
         redis_client(settings).xpending(settings.events_stream, settings.consumer_group)["pending"]
         == 0
@@ -118,17 +105,7 @@ def delivered(settings):
 
 def assert_online_equals(settings, backfilled):
     """Every entity's online values (Feast) equal its latest row of the backfill."""
-    store = open_store(settings)
-    for view in n.VIEW_FEATURES:
-        key = n.VIEW_ENTITY_KEY[view]
-        latest = visible_rows(backfilled, view).drop_duplicates(key, keep="last")
-        online = store.get_online_features(
-            features=[f"{view}:{f}" for f in n.VIEW_FEATURES[view]],
-            entity_rows=[{key: k} for k in latest[key]],
-        ).to_dict()
-        for feature in n.VIEW_FEATURES[view]:
-            got = [v.tolist() if hasattr(v, "tolist") else v for v in online[feature]]
-            assert got == latest[feature].tolist(), (view, feature)
+    assert online_differences(settings, backfilled) == []
 
 
 @pytest.fixture

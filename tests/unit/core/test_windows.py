@@ -85,8 +85,8 @@ def test_add_read_time_columns_per_row_times_and_missing_rows():
     buckets = bucket_events({"view": [t]}, t, WINDOWS)
     cols = {n.full_name(n.USER_BEHAVIOR, n.COUNT_BUCKETS): [buckets, buckets, float("nan")]}
     add_read_time_columns(cols, [t, t + 2 * H * US, t])
-    assert cols[n.full_name(n.USER_BEHAVIOR, "views_1h")] == [1, 0, 0]
-    assert cols[n.full_name(n.USER_BEHAVIOR, "views_24h")] == [1, 1, 0]
+    assert cols[n.full_name(n.USER_BEHAVIOR, "views_1h")] == [1, 0, None]  # None: unknown
+    assert cols[n.full_name(n.USER_BEHAVIOR, "views_24h")] == [1, 1, None]
 
 
 def test_unknown_view_has_no_read_time_features():
