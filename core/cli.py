@@ -201,6 +201,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from bytewax.testing import cluster_main
 
     from core.names import BACKFILL_MANIFEST
+    from stream.io import few_full_collections
     from stream.live import HistoryError, backfill_history, live_flow
     from stream.metrics import report_every, stream_metrics
 
@@ -260,14 +261,15 @@ def cmd_stream(args: argparse.Namespace) -> int:
         f"recovery {'on' if recovery else 'off'})",
         flush=True,
     )
-    cluster_main(
-        flow,
-        addresses,
-        args.process_id,
-        worker_count_per_proc=args.workers,
-        recovery_config=recovery,
-        epoch_interval=timedelta(seconds=args.epoch_s),
-    )
+    with few_full_collections():  # a long run keeps much state: see the helper's docstring
+        cluster_main(
+            flow,
+            addresses,
+            args.process_id,
+            worker_count_per_proc=args.workers,
+            recovery_config=recovery,
+            epoch_interval=timedelta(seconds=args.epoch_s),
+        )
     stop.set()
     print(f"stopped: {stream_metrics().summary()}", flush=True)
     return 0

@@ -16,7 +16,12 @@ from tqdm import tqdm
 from core import names as n
 from core.names import BACKFILL_MANIFEST
 from stream.flow import build_flow
-from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
+from stream.io import (
+    DeadLetterParquetSink,
+    EventLogSource,
+    OfflineParquetSink,
+    few_full_collections,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ def run_backfill(
     flow = build_flow(source, OfflineParquetSink(staging), DeadLetterParquetSink(dead_staging))
     started = time.perf_counter()
     try:
-        run_main(flow)
+        with few_full_collections():
+            run_main(flow)
     finally:
         bar.close()
     ended = time.perf_counter()

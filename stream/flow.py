@@ -7,8 +7,8 @@ The shape of the stream after each step (``Event``, ``DeadLetter``: stream.steps
     key_by_user         (user_id, Event)        key_by_item         (item_id, Event)
     user_features       (user_id, (Event, [user rows] | DeadLetter))    2 rows: behavior, interest
     item_features       (item_id, (Event, [item rows] | DeadLetter))    1 row: item_stats
-    side_rows           (source, (source, [rows]))   one element per side of an event; no rows
-                        for a replayed or late side
+    side_rows           (source, (source, [rows]))   one element per side of an event (no rows
+                        for a late side; no element for a replayed event)
     side_dead_letters   DeadLetter                   a side that found the event late
     feature_rows        sink input: keyed by the event's source id, so one sink partition sees
                         both sides of one event and can acknowledge it once both are written
@@ -67,11 +67,14 @@ def _side(step: Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]
     return mapper
 
 
-def side_rows(result: SideResult) -> KeyedRow:
-    """One sink element per side of an event: its rows (none if late or replayed)."""
+def side_rows(result: SideResult) -> list[KeyedRow]:
+    """One sink element per side of an event: its rows (none if the side found it late).
+    A replayed event has no element: it was written and acknowledged when first seen."""
     event, out = result
+    if event.replay:
+        return []
     source = event.source_id or event.user_id
-    return source, (source, out if isinstance(out, list) else [])
+    return [(source, (source, out if isinstance(out, list) else []))]
 
 
 def side_dead_letters(result: SideResult) -> list[DeadLetter]:
@@ -114,7 +117,7 @@ def build_flow(
     by_item = op.key_on("key_by_item", split.trues, lambda e: e.item_id)
     items = op.stateful_map("item_features", by_item, _side(partial(item_features, params=params)))
     sides = op.key_rm("drop_entity_keys", op.merge("merge_sides", users, items))
-    rows = op.map("side_rows", sides, side_rows)
+    rows = op.flat_map("side_rows", sides, side_rows)
     late = op.flat_map("side_dead_letters", sides, side_dead_letters)
     dead = op.filter(
         "drop_replayed_dead_letters",

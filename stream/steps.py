@@ -6,6 +6,7 @@ Timestamps inside the flow are integer microseconds since the epoch (UTC).
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_right, insort
 from collections.abc import Mapping
@@ -160,12 +161,12 @@ class DecayedAffinity:
         else:  # a late event: its weight decays to the current time instead
             weight *= 0.5 ** ((self.as_of_us - ts_us) / self.half_life_us)
         self.scores[category] = self.scores.get(category, 0.0) + weight
-        if len(self.scores) > self.max_keys:
-            keep = sorted(self.scores.items(), key=lambda kv: -kv[1])[: self.max_keys]
-            self.scores = dict(keep)
+        if len(self.scores) > self.max_keys:  # drop the weakest: O(keys), not a sort
+            del self.scores[min(self.scores, key=self.scores.__getitem__)]
 
     def top(self, k: int) -> list[tuple[str, float]]:
-        return sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        """The ``k`` highest scores (ties by name): a partial sort, O(keys log k)."""
+        return heapq.nsmallest(k, self.scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 @dataclass

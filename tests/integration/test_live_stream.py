@@ -231,9 +231,10 @@ def test_live_continues_from_a_backfill_of_the_first_half(project, feast_project
     materialize(open_store(project), project)
     publish(redis_client(project), project.events_stream, as_messages(events.iloc[half:]))
     metrics = stream_metrics()
-    replayed = value(metrics.history_replayed)
+    before = {m: value(getattr(metrics, m)) for m in ("history_replayed", "events_acked")}
     run_main(live_flow(project, idle_stop_s=1.0))
-    assert value(metrics.history_replayed) - replayed == half
+    assert value(metrics.history_replayed) - before["history_replayed"] == half
+    assert value(metrics.events_acked) - before["events_acked"] == EVENTS - half
     backfilled = assert_equals_backfill(project, events)
     assert_online_equals(project, backfilled)
 

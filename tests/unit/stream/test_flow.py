@@ -105,3 +105,22 @@ def test_a_future_clock_of_one_user_dead_letters_nobody_else():
     assert users == {"skewed", *(f"u{k}" for k in range(50))}
     item_rows = [r for _, (_, side) in rows for view, r in side if view == n.ITEM_STATS]
     assert len(item_rows) == 202  # every event counted for its item, i9 included
+
+
+def test_replayed_history_rebuilds_state_without_sink_elements_or_dead_letters():
+    from stream.steps import REPLAY
+
+    params = FeatureParams(allowed_lateness_s=60)
+    history = [
+        {**raw("u1", "i1", "view", 1000), REPLAY: True},
+        {**raw("u1", "i2", "view", 10), REPLAY: True},  # late when first seen: no 2nd letter
+    ]
+    rows, dead = [], []
+    live = [raw("u1", "i3", "cart", 1010)]
+    run_main(
+        build_flow(TestingSource(history + live), TestingSink(rows), TestingSink(dead), params)
+    )
+    assert dead == []
+    assert len(rows) == 2  # the live event's two sides only
+    behavior = next(r for _, (_, side) in rows for v, r in side if v == n.USER_BEHAVIOR)
+    assert behavior[n.EVENTS_TOTAL] == 2  # continued from the replayed history
