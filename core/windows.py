@@ -50,8 +50,8 @@ def bucket_events(
     times_by_type: Mapping[str, Sequence[int]], now_us: int, windows: Mapping[str, int]
 ) -> list[int]:
     """Events (ascending µs per type) -> flat ``[type, youngest µs, count, ...]`` triples of the
-    age buckets before ``now_us`` that hold any event. Events older than the largest window are
-    left out (no window holds them)."""
+    age buckets before ``now_us`` that hold any event, youngest bucket first. Events older than
+    the largest window are left out (no window holds them)."""
     edges = age_edges(tuple(windows.items()))
     out: list[int] = []
     for index, etype in enumerate(n.EVENT_TYPES):
@@ -59,24 +59,50 @@ def bucket_events(
         if not times:
             continue
         hi = bisect_right(times, now_us)  # events after now_us are not known yet
-        j = 0  # current bucket: ages [edges[j], edges[j+1])
-        youngest, count = 0, 0
-        for pos in range(hi - 1, -1, -1):  # youngest first
-            age = now_us - times[pos]
-            if age >= edges[-1]:
-                break
-            if age >= edges[j + 1]:
-                if count:
-                    out += (index, youngest, count)
-                    count = 0
-                while age >= edges[j + 1]:
-                    j += 1
-            if not count:
-                youngest = times[pos]
-            count += 1
-        if count:
-            out += (index, youngest, count)
+        if hi <= _FEW:
+            _bucket_by_event(out, index, times, hi, now_us, edges)
+        else:
+            _bucket_by_edge(out, index, times, hi, now_us, edges)
     return out
+
+
+_FEW = 16  # up to this many events, walking the events beats bisecting the edges (measured)
+
+
+def _bucket_by_event(
+    out: list[int], index: int, times: Sequence[int], hi: int, now_us: int, edges: Sequence[int]
+) -> None:
+    """O(events): walk the events youngest first, moving to older buckets as needed."""
+    j, youngest, count = 0, 0, 0  # current bucket: ages [edges[j], edges[j+1])
+    for pos in range(hi - 1, -1, -1):
+        age = now_us - times[pos]
+        if age >= edges[-1]:
+            break
+        if age >= edges[j + 1]:
+            if count:
+                out += (index, youngest, count)
+                count = 0
+            while age >= edges[j + 1]:
+                j += 1
+        if not count:
+            youngest = times[pos]
+        count += 1
+    if count:
+        out += (index, youngest, count)
+
+
+def _bucket_by_edge(
+    out: list[int], index: int, times: Sequence[int], hi: int, now_us: int, edges: Sequence[int]
+) -> None:
+    """O(buckets x log events): one bisection per bucket edge, for busy entities (a popular
+    item has hundreds of events in 30 days; cost must not grow with them)."""
+    for j in range(len(edges) - 1):
+        lo = bisect_right(times, now_us - edges[j + 1], 0, hi)  # first event younger than edge
+        if hi > lo:
+            out += (index, times[hi - 1], hi - lo)
+        if lo == 0:
+            return
+        hi = lo
 
 
 @lru_cache(maxsize=8)

@@ -6,11 +6,11 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from bytewax.testing import run_main
+from bytewax.run import cli_main
 from tqdm import tqdm
 
 from core import names as n
@@ -83,7 +83,9 @@ def run_backfill(
     started = time.perf_counter()
     try:
         with few_full_collections():
-            run_main(flow)
+            # Bytewax's runner (not its testing helper). One epoch for the whole replay: a
+            # backfill has no recovery, so per-epoch state snapshots would only copy state.
+            cli_main(flow, epoch_interval=timedelta(days=365))
     finally:
         bar.close()
     ended = time.perf_counter()

@@ -32,7 +32,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from stream.steps import (
     US,
     DeadLetter,
@@ -46,8 +46,9 @@ from stream.steps import (
 )
 
 
-def default_params() -> FeatureParams:
-    s = get_settings()
+def default_params(settings: Settings | None = None) -> FeatureParams:
+    """The feature knobs of ``settings`` (default: the process settings)."""
+    s = settings or get_settings()
     return FeatureParams(
         s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours, s.allowed_lateness_s
     )

@@ -224,7 +224,7 @@ class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, list[FeatureRow]]]]):
     :func:`supersede`); the rest is written on close.
     """
 
-    def __init__(self, root: Path, rows_per_file: int = 250_000) -> None:
+    def __init__(self, root: Path, rows_per_file: int = 50_000) -> None:
         self.root = Path(root)
         self.rows_per_file = rows_per_file
 

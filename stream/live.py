@@ -500,7 +500,7 @@ def live_flow(
     ``history=True`` continues from the last backfill (:func:`backfill_history`; raises
     :class:`HistoryError` when that cannot be done safely); ``False`` starts from empty state
     (only for a project without history, e.g. a benchmark); or an explicit :class:`History`."""
-    from stream.flow import build_flow
+    from stream.flow import build_flow, default_params
 
     if history is True:
         history = backfill_history(settings)
@@ -508,5 +508,6 @@ def live_flow(
         RedisStreamSource(settings, consumer, idle_stop_s, history or None),
         LiveFeatureSink(settings, partitions),
         DeadLetterStreamSink(settings),
+        params=default_params(settings),
         future_tolerance_s=settings.future_tolerance_s,
     )

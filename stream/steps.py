@@ -6,7 +6,6 @@ Timestamps inside the flow are integer microseconds since the epoch (UTC).
 
 from __future__ import annotations
 
-import heapq
 import math
 from bisect import bisect_right, insort
 from collections.abc import Mapping
@@ -146,12 +145,19 @@ class WindowCounts:
 
 @dataclass
 class DecayedAffinity:
-    """Category scores that halve every ``half_life_us`` without new events."""
+    """Category scores that halve every ``half_life_us`` without new events.
+
+    ``ranked`` keeps the ``top_n`` best categories up to date at O(top_n) per event: decay
+    scales every score by the same factor, so it never changes their order; only the
+    category an event adds to can move (a full sort of up to 64 categories per event was the
+    largest cost of a backfill)."""
 
     half_life_us: int
     scores: dict[str, float] = field(default_factory=dict)
     as_of_us: int = 0
     max_keys: int = 64
+    top_n: int = 5
+    ranked: list[str] = field(default_factory=list)
 
     def add(self, category: str, weight: float, ts_us: int) -> None:
         if ts_us > self.as_of_us:
@@ -163,10 +169,15 @@ class DecayedAffinity:
         self.scores[category] = self.scores.get(category, 0.0) + weight
         if len(self.scores) > self.max_keys:  # drop the weakest: O(keys), not a sort
             del self.scores[min(self.scores, key=self.scores.__getitem__)]
+        scores = self.scores
+        ranked = {c for c in (*self.ranked, category) if c in scores}  # it may be evicted
+        self.ranked = sorted(ranked, key=lambda c: (-scores[c], c))[: self.top_n]
 
     def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` highest scores (ties by name): a partial sort, O(keys log k)."""
-        return heapq.nsmallest(k, self.scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        """The ``k`` highest scores, ties by name."""
+        if k > self.top_n:
+            return sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [(c, self.scores[c]) for c in self.ranked[:k]]
 
 
 @dataclass
@@ -269,7 +280,9 @@ def user_features(
     else:
         state = UserState(
             WindowCounts(dict(n.USER_WINDOWS)),
-            DecayedAffinity(int(params.affinity_half_life_hours * 3600 * US)),
+            DecayedAffinity(
+                int(params.affinity_half_life_hours * 3600 * US), top_n=params.top_categories_n
+            ),
         )
     previous_us = state.behavior.latest_us
     state.behavior.add(event.event_type, event.ts_us)

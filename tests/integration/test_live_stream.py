@@ -290,3 +290,30 @@ def test_live_job_refuses_feature_rows_it_cannot_account_for(project):
         timeout=60,
     )
     assert out.returncode == 2 and "Run `make backfill`" in out.stderr
+
+
+def test_an_event_23h_ahead_stalls_no_other_shopper(feast_project, tmp_path):
+    """Accepted (tolerance and lateness 24 h): other shoppers' on-time events all count.
+    With the default 300 s tolerance the same event is itself a dead letter, nobody else."""
+    events = slice_of_events(feast_project).iloc[:300]
+    now = pd.Timestamp.now(tz="UTC")
+    normal = [{**e, n.EVENT_TIMESTAMP: now.isoformat()} for e in as_messages(events)]
+    skewed = {
+        **normal[0],
+        n.USER_ID: "skewed",
+        n.EVENT_TIMESTAMP: str(now + pd.Timedelta(hours=23)),
+    }
+    for name, update, dead_users in (
+        ("day", {"allowed_lateness_s": 86_400, "future_tolerance_s": 86_400}, []),
+        ("default", {}, ["skewed"]),
+    ):
+        settings = fresh_project(feast_project.settings, tmp_path / name, **update)
+        client = redis_client(settings)
+        publish(client, settings.events_stream, [skewed, *normal])
+        run_main(live_flow(settings, idle_stop_s=1.0))
+        dead = [
+            json.loads(f[b"raw"])[n.USER_ID] for _, f in client.xrange(settings.dead_letter_stream)
+        ]
+        assert dead == dead_users, name
+        assert delivered(settings) == (len(normal) + 1, 0)
+    feast_project.settings.export_feast_env()

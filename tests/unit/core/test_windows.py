@@ -92,3 +92,18 @@ def test_add_read_time_columns_per_row_times_and_missing_rows():
 def test_unknown_view_has_no_read_time_features():
     with pytest.raises(ValueError, match="no read-time features"):
         read_time_features(n.USER_INTEREST, [], 0)
+
+
+def test_busy_and_quiet_entities_bucket_alike():
+    """The walk over events (few) and the bisection over edges (many) give the same buckets."""
+    from core import windows
+
+    rng = random.Random(5)
+    now = 40 * 86_400 * US
+    times = {"view": sorted(now - rng.randrange(0, 9 * 86_400 * US) for _ in range(500))}
+    edges = age_edges(tuple(WINDOWS.items()))
+    by_event, by_edge = [], []
+    hi = len(times["view"])
+    windows._bucket_by_event(by_event, 0, times["view"], hi, now, edges)
+    windows._bucket_by_edge(by_edge, 0, times["view"], hi, now, edges)
+    assert by_event == by_edge and sum(by_edge[2::3]) == true_counts(times, now)["views_7d"]

@@ -214,3 +214,24 @@ def test_impressions_and_clicks_give_item_ctr_but_no_user_interest():
     interest = rows[1][1]
     assert interest[n.RECENT_ITEMS] == [] and interest[n.TOP_CATEGORIES] == []
     assert read(n.USER_BEHAVIOR, rows[0][1])["impressions_1h"] == 1
+
+
+def test_affinity_ranking_kept_incrementally_equals_a_full_sort():
+    import random
+
+    rng = random.Random(4)
+    aff = DecayedAffinity(half_life_us=H * US, max_keys=12, top_n=4)
+    t = 0
+    for _ in range(2_000):
+        t += rng.randrange(0, 2 * H) * US
+        if rng.random() < 0.1:  # late events too
+            aff.add(f"c{rng.randrange(30)}", rng.choice([1.0, 3.0, 5.0]), t - H * US)
+        aff.add(f"c{rng.randrange(30)}", rng.choice([1.0, 3.0, 5.0]), t)
+        full = sorted(aff.scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        assert aff.top(4) == full[:4]
+        assert aff.top(6) == full[:6]  # more than kept: a full sort
+    weakest = DecayedAffinity(half_life_us=H * US, max_keys=2, top_n=2)
+    weakest.add("a", 5.0, 10 * H * US)
+    weakest.add("b", 5.0, 10 * H * US)
+    weakest.add("c", 1.0, 0)  # late: decayed below the others, then evicted
+    assert weakest.top(2) == [("a", 5.0), ("b", 5.0)]
