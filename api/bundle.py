@@ -6,29 +6,20 @@ the graph, else its title projected by the learned text projection (cold items),
 
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from core import names as n
+from models import artifact
 from models.data import one_hop
 from models.text import TextProjection
 
 GRAPH, TEXT, NONE = "graph", "text", "none"
-POPULARITY = "popularity"
-IN_GRAPH = "in_graph"
-AVAILABLE = "available"
-
-
-class ArtifactError(RuntimeError):
-    """An artifact folder that is missing or incomplete."""
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -40,7 +31,7 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 class Bundle:
     version: str
     path: Path
-    index: dict[str, int]  # item_id -> catalogue row
+    index: dict[str, int]  # item_id -> catalogue index ("idx" everywhere in api/)
     ids: list[str]
     titles: list[str | None]
     categories: list[str | None]
@@ -56,54 +47,35 @@ class Bundle:
     popularity: np.ndarray  # [C] distinct users per item in training
     available: np.ndarray  # [C] bool (the catalogue's own flag; all True without one)
     retrievable: np.ndarray  # [C] bool: available and placed in the item space
-    popular: np.ndarray  # catalogue rows of available items, most popular first
-    by_category: dict[str, np.ndarray]  # category -> its available rows, most popular first
-    segments: dict[tuple[str, str], np.ndarray]  # (attribute, value) -> popular rows there
+    popular: np.ndarray  # catalogue idx of available items, most popular first
+    by_category: dict[str, np.ndarray]  # category -> its available idx, most popular first
+    segments: dict[tuple[str, str], np.ndarray]  # (attribute, value) -> popular idx there
     user_segments: dict[str, list[tuple[str, str]]]  # user -> their (attribute, value)s
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
-        path = Path(path).resolve()
-        need = ["manifest.json", "catalogue.parquet", "items.json", "users.json"]
-        missing = [f for f in need if not (path / f).exists()]
-        if missing:
-            raise ArtifactError(f"{path}: not a serving artifact (missing {', '.join(missing)})")
-        manifest = json.loads((path / "manifest.json").read_text())
-        cat = pd.read_parquet(path / "catalogue.parquet")
-        index = {item: row for row, item in enumerate(cat[n.ITEM_ID])}
-        graph_items = json.loads((path / "items.json").read_text())
-        graph_rows = np.array([index[i] for i in graph_items], dtype=np.int64)
-        item_emb = np.load(path / "item_embeddings.npy").astype(np.float32)
-        vectors = np.zeros((len(cat), item_emb.shape[1]), dtype=np.float32)
+        art = artifact.read(path)
+        cat = art.catalogue
+        index = {item: ix for ix, item in enumerate(cat[n.ITEM_ID])}
+        graph_idx = np.array([index[i] for i in art.items], dtype=np.int64)
+        vectors = np.zeros((len(cat), art.item_embeddings.shape[1]), dtype=np.float32)
         placed = np.full(len(cat), NONE, dtype=object)
-        vectors[graph_rows] = item_emb
-        placed[graph_rows] = GRAPH
+        vectors[graph_idx] = art.item_embeddings
+        placed[graph_idx] = GRAPH
         text = projection = None
-        if (path / "catalogue_text_embeddings.npy").exists():
-            text = _normalise(np.load(path / "catalogue_text_embeddings.npy"))
-            projection = np.load(path / "text_projection.npy").astype(np.float32)
+        if art.text_embeddings is not None:
+            text, projection = _normalise(art.text_embeddings), art.text_projection
             titled = cat[n.TITLE].fillna("").str.strip().ne("").to_numpy()
             cold = titled & (placed == NONE)
             vectors[cold] = TextProjection(projection)(text[cold])
             placed[cold] = TEXT
-        users = json.loads((path / "users.json").read_text())
-        seen = sp.load_npz(path / "seen.npz").tocsr() if (path / "seen.npz").exists() else None
-        ranker = None
-        if (path / "ranker.pkl").exists():
-            with open(path / "ranker.pkl", "rb") as f:
-                ranker = pickle.load(f)
-        available = cat[AVAILABLE].to_numpy(bool)
-        order = np.argsort(-cat[POPULARITY].to_numpy(), kind="stable")
+        available = cat[artifact.AVAILABLE].to_numpy(bool)
+        order = np.argsort(-cat[artifact.POPULARITY].to_numpy(), kind="stable")
         popular = order[available[order]]
-        cats = cat[n.CATEGORY].fillna("").to_numpy()
-        by_category: dict[str, list[int]] = {}
-        for row in popular:
-            if cats[row]:
-                by_category.setdefault(cats[row], []).append(int(row))
-        segments, user_segments = _segments(path, index, available)
+        segments, user_segments = _segments(art, index, available)
         return cls(
-            version=manifest["version"],
-            path=path,
+            version=art.manifest["version"],
+            path=Path(path).resolve(),
             index=index,
             ids=[str(i) for i in cat[n.ITEM_ID]],
             titles=[t if isinstance(t, str) and t.strip() else None for t in cat[n.TITLE]],
@@ -111,17 +83,17 @@ class Bundle:
             vectors=vectors,
             unit_vectors=_normalise(vectors),
             placed_by=placed,
-            users={u: i for i, u in enumerate(users)},
-            user_vectors=np.load(path / "user_embeddings.npy").astype(np.float32),
-            seen=seen if seen is not None else sp.csr_matrix((len(users), len(cat))),
+            users={u: i for i, u in enumerate(art.users)},
+            user_vectors=art.user_embeddings,
+            seen=art.seen if art.seen is not None else sp.csr_matrix((len(art.users), len(cat))),
             text=text,
             projection=projection,
-            ranker=ranker,
-            popularity=cat[POPULARITY].to_numpy(np.float32),
+            ranker=art.ranker,
+            popularity=cat[artifact.POPULARITY].to_numpy(np.float32),
             available=available,
             retrievable=available & (placed != NONE),
             popular=popular,
-            by_category={c: np.array(rows) for c, rows in by_category.items()},
+            by_category=_by_category(popular, cat[n.CATEGORY].fillna("").to_numpy()),
             segments=segments,
             user_segments=user_segments,
         )
@@ -136,26 +108,26 @@ class Bundle:
         weighted by recency (``decay`` per position, most recent first). A user without a trained
         embedding is embedded from recent items alone (the inductive path); None if neither.
         """
-        rows = [self.index[i] for i in recent if i in self.index]
-        rows = [r for r in rows if self.placed_by[r] != NONE]
+        idx = [self.index[i] for i in recent if i in self.index]
+        idx = [r for r in idx if self.placed_by[r] != NONE]
         base = self.user_vectors[self.users[user_id]] if user_id in self.users else None
-        if not rows:
+        if not idx:
             return base
-        w = decay ** np.arange(len(rows), dtype=np.float32)
-        agg = one_hop(w[None, :], self.vectors[rows], self.popularity[rows] + 1)[0]
+        w = decay ** np.arange(len(idx), dtype=np.float32)
+        agg = one_hop(w[None, :], self.vectors[idx], self.popularity[idx] + 1)[0]
         if base is None:
             return agg.astype(np.float32)
         scale = np.linalg.norm(base) / max(float(np.linalg.norm(agg)), 1e-12)
         return (base + live_weight * scale * agg).astype(np.float32)
 
-    def seen_rows(self, user_id: str) -> np.ndarray:
+    def seen_idx(self, user_id: str) -> np.ndarray:
         if user_id not in self.users:
             return np.zeros(0, dtype=np.int64)
         return self.seen[self.users[user_id]].indices
 
     # -- items ----------------------------------------------------------------------------
     def retrieve(self, vec: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``count`` available items by dot product with ``vec`` [D]: (rows, scores)."""
+        """Top ``count`` available items by dot product with ``vec`` [D]: (idx, scores)."""
         scores = self.vectors @ vec
         scores[~self.retrievable] = -np.inf
         return _top(scores, count)
@@ -169,10 +141,10 @@ class Bundle:
         placed: list[str] = []
         new: list[tuple[int, str]] = []
         for j, (item_id, title) in enumerate(refs):
-            row = self.index.get(item_id)
-            if row is not None and self.placed_by[row] != NONE:
-                vectors[j] = self.vectors[row]
-                placed.append(str(self.placed_by[row]))
+            ix = self.index.get(item_id)
+            if ix is not None and self.placed_by[ix] != NONE:
+                vectors[j] = self.vectors[ix]
+                placed.append(str(self.placed_by[ix]))
             elif title and title.strip() and self.projection is not None and encoder is not None:
                 new.append((j, title))
                 placed.append(TEXT)
@@ -183,10 +155,10 @@ class Bundle:
             vectors[[j for j, _ in new]] = TextProjection(self.projection)(text)
         return vectors, placed
 
-    def similar(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine neighbours of catalogue ``row`` in the item space, itself excluded."""
-        sims = self.unit_vectors @ self.unit_vectors[row]
-        sims[row] = -np.inf
+    def similar(self, ix: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine neighbours of catalogue ``ix`` in the item space, itself excluded."""
+        sims = self.unit_vectors @ self.unit_vectors[ix]
+        sims[ix] = -np.inf
         sims[~self.retrievable] = -np.inf
         return _top(sims, k)
 
@@ -198,9 +170,9 @@ class Bundle:
         depth = 0
         while len(picked) < count and depth < 50:
             for c in order:
-                rows = self.by_category[c]
-                if depth < len(rows):
-                    picked.append(int(rows[depth]))
+                idx = self.by_category[c]
+                if depth < len(idx):
+                    picked.append(int(idx[depth]))
                     if len(picked) == count:
                         break
             depth += 1
@@ -209,16 +181,16 @@ class Bundle:
             picked += [int(r) for r in self.popular if r not in have][: count - len(picked)]
         return picked
 
-    def segment_of(self, user_id: str, row: int) -> tuple[str, str] | None:
-        """The first of the user's demographic segments where ``row`` is popular."""
+    def segment_of(self, user_id: str, ix: int) -> tuple[str, str] | None:
+        """The first of the user's demographic segments where ``ix`` is popular."""
         for seg in self.user_segments.get(user_id, []):
-            if row in self.segments.get(seg, ()):
+            if ix in self.segments.get(seg, ()):
                 return seg
         return None
 
-    def item(self, row: int) -> tuple[str, str | None, str | None]:
-        """(item_id, title, category) of catalogue ``row``."""
-        return self.ids[row], self.titles[row], self.categories[row]
+    def item(self, ix: int) -> tuple[str, str | None, str | None]:
+        """(item_id, title, category) of catalogue ``ix``."""
+        return self.ids[ix], self.titles[ix], self.categories[ix]
 
 
 def _top(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,21 +201,29 @@ def _top(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     return top, scores[top]
 
 
+def _by_category(popular: np.ndarray, cats: np.ndarray) -> dict[str, np.ndarray]:
+    """category -> its available catalogue indices, most popular first."""
+    out: dict[str, list[int]] = {}
+    for ix in popular:
+        if cats[ix]:
+            out.setdefault(cats[ix], []).append(int(ix))
+    return {c: np.array(idx) for c, idx in out.items()}
+
+
 def _segments(
-    path: Path, index: dict[str, int], available: np.ndarray
+    art: artifact.Artifact, index: dict[str, int], available: np.ndarray
 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, list[tuple[str, str]]]]:
     """Demographic segments of the artifact (absent when the dataset has no user attributes)."""
-    if not (path / "segments.parquet").exists():
+    if art.segments is None or art.user_attributes is None:
         return {}, {}
-    seg = pd.read_parquet(path / "segments.parquet")
-    seg = seg[seg[n.ITEM_ID].isin(index)]
-    seg = seg.assign(row=seg[n.ITEM_ID].map(index))
-    seg = seg[available[seg["row"].to_numpy()]]
+    seg = art.segments[art.segments[n.ITEM_ID].isin(index)]
+    seg = seg.assign(idx=seg[n.ITEM_ID].map(index))
+    seg = seg[available[seg["idx"].to_numpy()]]
     segments = {
-        (str(a), str(v)): g["row"].to_numpy(np.int64)
+        (str(a), str(v)): g["idx"].to_numpy(np.int64)
         for (a, v), g in seg.groupby(["attribute", "value"], sort=False)
     }
-    attrs = pd.read_parquet(path / "user_attributes.parquet")
+    attrs = art.user_attributes
     cols = [c for c in attrs.columns if c != n.USER_ID]
     user_segments = {
         str(u): [(c, str(v)) for c, v in zip(cols, values, strict=True) if (c, str(v)) in segments]

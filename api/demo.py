@@ -29,8 +29,9 @@ def _show(method: str, url: str, base: str, **kwargs: object) -> dict:
 
 def run(settings: Settings) -> int:
     from api.app import create_app
-    from api.bundle import ArtifactError, Bundle
+    from api.bundle import Bundle
     from api.fuzz import serving
+    from models.artifact import ArtifactError
 
     try:
         bundle = Bundle.load(settings.artifacts_dir / "latest")

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from threadpoolctl import threadpool_limits
 
-from api.bundle import ArtifactError, Bundle
-from api.pipeline import ItemFeatureCache
+from api.bundle import Bundle
+from api.cache import ItemFeatureCache
+from api.metrics import ApiMetrics
 from core import names as n
 from core.redis_server import redis_client
 from core.settings import Settings
+from models.artifact import ArtifactError
 from models.explore import ExploreConfig
 
 log = logging.getLogger(__name__)
@@ -52,26 +53,7 @@ class State:
         self.redis = redis_client(settings, timeout=0.5)
         self.explore_cfg = ExploreConfig()
         self.rng = np.random.default_rng()
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "ig_requests_total",
-            "Requests by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ig_request_seconds", "Request latency by route", ["route"], registry=self.registry
-        )
-        self.degraded = Counter(
-            "ig_degraded_total",
-            "Responses served without the online store",
-            ["route"],
-            registry=self.registry,
-        )
-        self.events_accepted = Counter(
-            "ig_events_accepted_total", "Events written to the event stream", registry=self.registry
-        )
-        self.model_info = Info("ig_model", "The serving model artifact", registry=self.registry)
+        self.metrics = ApiMetrics()
         self._reload_lock = threading.Lock()
         self._last_degraded_log = 0.0
         self.bundle: Bundle | None = None
@@ -97,7 +79,7 @@ class State:
                 self.encoder = TextEncoder()
             previous = self.bundle.version if self.bundle else None
             self.bundle = bundle  # one assignment: requests see the old or the new, never a mix
-            self.model_info.info({"version": bundle.version, "path": str(bundle.path)})
+            self.metrics.model_info.info({"version": bundle.version, "path": str(bundle.path)})
             log.info("serving model %s (previous: %s)", bundle.version, previous)
             return bundle.version, previous
 
@@ -105,7 +87,7 @@ class State:
         """The online store is unreachable: count the degraded response of ``route`` (if it
         serves one) and log at most every 10 s (every request would flood the log)."""
         if route is not None:
-            self.degraded.labels(route).inc()
+            self.metrics.degraded.labels(route).inc()
         now = time.monotonic()
         if now - self._last_degraded_log > 10:
             self._last_degraded_log = now

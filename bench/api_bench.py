@@ -198,7 +198,7 @@ def bandit_figures(settings: Settings, artifacts: Path, k: int = 10) -> dict[str
     truth = test.groupby(n.USER_ID)[n.ITEM_ID].agg(set)
     rounds = []
     for user in first.index:
-        seen = set(bundle.seen_rows(user).tolist())  # what the API filters out
+        seen = set(bundle.seen_idx(user).tolist())  # what the API filters out
         top, _ = bundle.retrieve(bundle.user_vectors[bundle.users[user]], 100 + len(seen))
         cands = np.array([r for r in top.tolist() if r not in seen][:100], dtype=np.int64)
         wanted = {bundle.index[i] for i in truth[user]} - seen

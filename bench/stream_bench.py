@@ -27,11 +27,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from core import names as n
+from core.bus import STREAM_ID, entry_id, group_info, publish
 from core.redis_server import redis_client
 from core.settings import Settings
-from stream.live import RedisStreamSource, _id, group_info, live_flow, publish
+from stream.live import RedisStreamSource, live_flow
 from stream.metrics import stream_metrics
-from stream.steps import STREAM_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 MALFORMED = 5
@@ -65,11 +65,11 @@ def _wait_done(settings: Settings, total: int, timeout: float = 600) -> float:
     """Seconds from the first delivery until every entry (all published before the job
     started) is delivered and acknowledged. O(1) Redis calls per poll, Redis 6.2 and 7."""
     client = redis_client(settings)
-    last = _id(client.xinfo_stream(settings.events_stream)["last-generated-id"])
+    last = entry_id(client.xinfo_stream(settings.events_stream)["last-generated-id"])
     first, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
         group = group_info(client, settings.events_stream, settings.consumer_group)
-        at = _id(group["last-delivered-id"]) if group else "0-0"
+        at = entry_id(group["last-delivered-id"]) if group else "0-0"
         if at != "0-0" and first is None:
             first = time.monotonic()
         if at == last and group["pending"] == 0:
@@ -160,7 +160,7 @@ def stream_figures(
             [
                 sys.executable,
                 "-m",
-                "core.cli",
+                "cli",
                 "stream",
                 "-a",
                 addresses,

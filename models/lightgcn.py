@@ -27,9 +27,8 @@ class LightGCNConfig:
     lr: float = 1.5e-2
     batch_size: int = 16384
     lambda_reg: float = 1e-4
-    max_epochs: int = 60
+    max_epochs: int = 40
     patience: int = 5
-    use_categories: bool = True
     neg_popularity_power: float = 0.0  # 0: uniform negatives; 0.75: popularity^0.75
     neg_candidates: int = 8  # dynamic negative sampling: the hardest of this many (1: plain)
     seed: int = 0
@@ -96,65 +95,70 @@ class InterestGCN:
         epochs: int | None = None,
         desc: str = "lightgcn",
     ) -> dict[str, list[float]]:
-        """BPR with one uniformly sampled negative item per observed (user, item) pair.
+        """BPR over the observed (user, item) pairs of ``user_item`` [U, I], with negatives
+        from dynamic negative sampling (the hardest of ``neg_candidates`` sampled items).
 
         With ``validate`` (returns NDCG on validation) training stops early and keeps the best
-        epoch's weights; otherwise it runs exactly ``epochs`` epochs.
-        """
+        epoch's weights; otherwise it runs exactly ``epochs`` epochs."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
         coo = user_item.tocoo()
-        users = torch.from_numpy(coo.row.astype(np.int64))
-        items = torch.from_numpy(coo.col.astype(np.int64))
+        pairs = (
+            torch.from_numpy(coo.row.astype(np.int64)),
+            torch.from_numpy(coo.col.astype(np.int64)),
+        )
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         neg_weights = None
         if cfg.neg_popularity_power > 0:
-            pop = torch.bincount(items, minlength=self.n_items).float()
+            pop = torch.bincount(pairs[1], minlength=self.n_items).float()
             neg_weights = (pop + 1) ** cfg.neg_popularity_power
-        n_epochs = epochs or cfg.max_epochs
         history: dict[str, list[float]] = {"loss": [], "val_ndcg@20": [], "epoch_seconds": []}
-        best, best_state, waited = -math.inf, None, 0
-        steps = math.ceil(len(users) / cfg.batch_size)
-        bar = tqdm(range(n_epochs), desc=desc, unit="epoch")
-        for _epoch in bar:
+        stopper = _EarlyStop(cfg.patience)
+        bar = tqdm(range(epochs or cfg.max_epochs), desc=desc, unit="epoch")
+        for _ in bar:
             started = time.perf_counter()
-            self.model.train()
-            perm = torch.randperm(len(users), generator=gen)
-            total = 0.0
-            for step in range(steps):
-                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                u, pos = users[idx], items[idx] + self.n_users
-                emb = self.model.get_embedding(adj)
-                neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
-                if cfg.neg_candidates > 1:
-                    neg = self._hardest(emb, u, len(idx), neg_weights, gen)
-                pos_rank = (emb[u] * emb[pos]).sum(-1)
-                neg_rank = (emb[u] * emb[neg]).sum(-1)
-                node_id = torch.cat([u, pos, neg])
-                loss = self.model.recommendation_loss(
-                    pos_rank, neg_rank, node_id=node_id, lambda_reg=cfg.lambda_reg
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            history["loss"].append(total / len(users))
+            history["loss"].append(self._epoch(pairs, adj, opt, neg_weights, gen))
             history["epoch_seconds"].append(time.perf_counter() - started)
             if validate is None:
                 continue
             score = validate(self)
             history["val_ndcg@20"].append(score)
             bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_ndcg20=f"{score:.4f}")
-            if score > best:
-                best, waited = score, 0
-                best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= cfg.patience:
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+            if stopper.should_stop(score, self.model):
+                break
+        stopper.restore_best(self.model)
         return history
+
+    def _epoch(
+        self,
+        pairs: tuple[torch.Tensor, torch.Tensor],
+        adj: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        neg_weights: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> float:
+        """One pass over the shuffled (user [P], item [P]) pairs; returns the mean BPR loss."""
+        cfg, (users, items) = self.config, pairs
+        self.model.train()
+        perm = torch.randperm(len(users), generator=gen)
+        total = 0.0
+        for start in range(0, len(users), cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            u, pos = users[idx], items[idx] + self.n_users
+            emb = self.model.get_embedding(adj)  # [U + I, D]
+            neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
+            if cfg.neg_candidates > 1:
+                neg = self._hardest(emb, u, len(idx), neg_weights, gen)
+            pos_rank = (emb[u] * emb[pos]).sum(-1)
+            neg_rank = (emb[u] * emb[neg]).sum(-1)
+            loss = self.model.recommendation_loss(
+                pos_rank, neg_rank, node_id=torch.cat([u, pos, neg]), lambda_reg=cfg.lambda_reg
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        return total / len(users)
 
     def _hardest(
         self,
@@ -190,3 +194,24 @@ class InterestGCN:
             return (users[torch.as_tensor(batch)] @ items.T).numpy()
 
         return score
+
+
+class _EarlyStop:
+    """Keeps the best validation score's weights; stops after ``patience`` epochs without a
+    better one."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.waited = patience, -math.inf, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def should_stop(self, score: float, model: torch.nn.Module) -> bool:
+        if score > self.best:
+            self.best, self.waited = score, 0
+            self.state = {k: v.clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore_best(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)

@@ -7,13 +7,12 @@ maps, embeddings, ranker, ``metrics.json``, ``manifest.json``, ``training.png``)
 
 from __future__ import annotations
 
-import json
-import pickle
 import resource
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ import torch
 from core import names as n
 from core.provenance import git_sha
 from core.settings import Settings
-from core.windows import add_read_time_columns
+from models import artifact
 from models.baselines import ItemKNN, Popularity
 from models.data import (
     IdMap,
@@ -72,20 +71,84 @@ def user_vectors_from_history(
     return torch.from_numpy(one_hop(history, item_emb.numpy(), item_degree))
 
 
+@dataclass
+class TrainData:
+    """The split, the id maps, and the matrices every model trains and is evaluated on."""
+
+    events: pd.DataFrame
+    items_table: pd.DataFrame
+    split: Split
+    history: pd.DataFrame  # train + val
+    cold: set[str]  # items held out of the graph (text cold start)
+    inductive: set[str]  # users held out of the graph (embedded from history)
+    users: IdMap
+    items: IdMap
+    r_train: sp.csr_matrix  # [U, I]
+    r_hist: sp.csr_matrix  # [U, I] train + val
+    val_truth: dict[int, set[int]]
+    test_truth: dict[int, set[int]]
+    adj_train: torch.Tensor  # [U + I, U + I] normalised, behaviour- and recency-weighted
+    adj_hist: torch.Tensor
+
+
+@dataclass
+class Fitted:
+    mf: InterestGCN
+    gcn_train_only: InterestGCN  # early-stopped on validation (the ranker's GNN score)
+    gcn: InterestGCN  # refit on train + val (served)
+    mf_hist: dict[str, list[float]]
+    gcn_hist: dict[str, list[float]]
+    user_emb: torch.Tensor  # [U, D] the served model's embeddings on the train+val graph
+    item_emb: torch.Tensor  # [I, D]
+
+
 def train(
     settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig, out_root: Path | None = None
 ) -> Path:
+    """data -> fit -> evaluate -> save: the served artifact's folder."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    data = prepare_data(settings, cfg, rng)
+    fitted = fit_models(data, cfg, gcn_cfg)
+    metrics = evaluate_models(data, fitted, cfg.dataset)
+    catalogue = build_catalogue(data.items_table, data.history, data.items)
+    text = text_cold_start(data, catalogue, fitted.user_emb, fitted.item_emb, rng)
+    metrics["cold_items"] = text.pop("metrics")
+    if cfg.ranker:
+        from models.ranker_training import ranker_metrics
+
+        metrics["ranker"] = ranker_metrics(
+            settings,
+            data.split,
+            data.users,
+            data.items,
+            data.items_table,
+            fitted.gcn_train_only,
+            data.adj_train,
+            data.adj_hist,
+            cfg,
+        )
+    metrics["epoch_seconds"] = round(float(np.mean(fitted.gcn_hist["epoch_seconds"])), 3)
+    metrics["epochs"] = len(fitted.gcn_hist["loss"])
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    bundle = package(settings, cfg, gcn_cfg, data, fitted, metrics, catalogue, text)
+    out = artifact.save(bundle, out_root or settings.artifacts_dir)  # IG_ARTIFACTS_DIR
+    plot(out / artifact.PLOT, fitted.gcn_hist, fitted.mf_hist, metrics["models"])
+    print_table(metrics)
+    print(f"artifact: {out}")
+    return out
+
+
+def prepare_data(settings: Settings, cfg: TrainConfig, rng: np.random.Generator) -> TrainData:
+    """The split (time or leave-last-out), held-out cold items and inductive users, the id
+    maps, interaction matrices, ground truth and the two normalised graphs."""
     canonical = settings.canonical_dir / cfg.dataset
     events = load_events(canonical)
     items_table = pd.read_parquet(canonical / "items.parquet")
-    split: Split = (
-        leave_last_out(events) if cfg.split == "leave_last_out" else global_time_split(events)
-    )
+    split = leave_last_out(events) if cfg.split == "leave_last_out" else global_time_split(events)
     history = pd.concat([split.train, split.val])
-
     titled = items_table[items_table[n.TITLE].fillna("").str.strip().ne("")]
     warm_candidates = np.array(sorted(set(titled[n.ITEM_ID]) & set(history[n.ITEM_ID])))
     cold = _holdout(warm_candidates, cfg.cold_item_frac, rng)
@@ -93,132 +156,177 @@ def train(
     inductive = _holdout(train_users, cfg.inductive_user_frac, rng)
     users = IdMap([u for u in train_users if u not in inductive])
     items = IdMap(sorted(set(history[n.ITEM_ID]) - cold))
-
     r_train = interaction_matrix(split.train, users, items)
     r_hist = interaction_matrix(history, users, items)
-    val_truth = ground_truth(split.val, users, items, r_train)
-    test_truth = ground_truth(split.test, users, items, r_hist)
-    n_items = len(items)
+    data = TrainData(
+        events,
+        items_table,
+        split,
+        history,
+        cold,
+        inductive,
+        users,
+        items,
+        r_train,
+        r_hist,
+        ground_truth(split.val, users, items, r_train),
+        ground_truth(split.test, users, items, r_hist),
+        normalized_adjacency(edge_weights(split.train, users, items, cfg.edge_half_life_days)),
+        normalized_adjacency(edge_weights(history, users, items, cfg.edge_half_life_days)),
+    )
     print(
-        f"{cfg.dataset}: {len(users)} users, {n_items} items, {r_train.nnz} train / "
-        f"{r_hist.nnz} train+val edges; {len(val_truth)} val / {len(test_truth)} test users; "
-        f"held out {len(cold)} cold items, {len(inductive)} inductive users"
+        f"{cfg.dataset}: {len(users)} users, {len(items)} items, {r_train.nnz} train / "
+        f"{r_hist.nnz} train+val edges; {len(data.val_truth)} val / {len(data.test_truth)} "
+        f"test users; held out {len(cold)} cold items, {len(inductive)} inductive users"
     )
+    return data
 
-    metrics: dict[str, object] = {"dataset": cfg.dataset, "split": split.name, "models": {}}
-    models: dict[str, dict[str, float]] = {}
-    models["popularity"] = evaluate(Popularity(r_hist).scores, test_truth, r_hist, n_items)
-    models["itemknn"] = evaluate(ItemKNN(r_hist).scores, test_truth, r_hist, n_items)
 
-    # The graph: behaviour-weighted, recency-decayed user-item edges (positives stay binary).
-    adj_train = normalized_adjacency(
-        edge_weights(split.train, users, items, cfg.edge_half_life_days)
-    )
-    adj_hist = normalized_adjacency(edge_weights(history, users, items, cfg.edge_half_life_days))
+def fit_models(data: TrainData, cfg: TrainConfig, gcn_cfg: LightGCNConfig) -> Fitted:
+    """BPR-MF (0 layers) and LightGCN, each early-stopped on validation, then (cfg.refit)
+    refit on train+val for the best epoch count, as the baselines see train+val too."""
+    n_items = len(data.items)
 
     def fit(layers: int, name: str) -> tuple[InterestGCN, InterestGCN, dict[str, list[float]]]:
-        """Early-stop on validation, then (cfg.refit) refit on train+val for the best epoch
-        count, as the baselines see train+val too. Returns (train-only, final, history)."""
         conf = LightGCNConfig(**{**gcn_cfg.as_dict(), "num_layers": layers})
-        model = InterestGCN(len(users), n_items, 0, conf)
+        model = InterestGCN(len(data.users), n_items, 0, conf)
         hist = model.fit(
-            r_train,
-            adj_train,
+            data.r_train,
+            data.adj_train,
             desc=name,
-            validate=lambda m: evaluate(m.scorer(adj_train), val_truth, r_train, n_items)[
-                "ndcg@20"
-            ],
+            validate=lambda m: evaluate(
+                m.scorer(data.adj_train), data.val_truth, data.r_train, n_items
+            )["ndcg@20"],
         )
         if not cfg.refit:
             return model, model, hist
+        final = InterestGCN(len(data.users), n_items, 0, conf)
         best_epochs = int(np.argmax(hist["val_ndcg@20"])) + 1
-        final = InterestGCN(len(users), n_items, 0, conf)
-        final.fit(r_hist, adj_hist, epochs=best_epochs, desc=f"{name} refit")
+        final.fit(data.r_hist, data.adj_hist, epochs=best_epochs, desc=f"{name} refit")
         return model, final, hist
 
     _, mf, mf_hist = fit(0, "bpr_mf")
-    models["bpr_mf"] = evaluate(mf.scorer(adj_hist), test_truth, r_hist, n_items)
     gcn_train_only, gcn, gcn_hist = fit(gcn_cfg.num_layers, "lightgcn")
-    models["lightgcn"] = evaluate(gcn.scorer(adj_hist), test_truth, r_hist, n_items)
-    metrics["models"] = models
     with torch.no_grad():
-        user_emb, item_emb = gcn.embeddings(adj_hist)
+        user_emb, item_emb = gcn.embeddings(data.adj_hist)
+    return Fitted(mf, gcn_train_only, gcn, mf_hist, gcn_hist, user_emb, item_emb)
 
-    # Inductive users: never in the graph, embedded from their train+val history only.
-    ind_users = IdMap(sorted(inductive))
-    ind_hist = interaction_matrix(history, ind_users, items)
-    ind_truth = ground_truth(split.test, ind_users, items, ind_hist)
+
+def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, Any]:
+    """Full-ranking metrics on the test split (read once, here) for the baselines and both
+    GNN models, and for inductive users embedded from their history alone."""
+    n_items, r_hist, truth = len(data.items), data.r_hist, data.test_truth
+    models = {
+        "popularity": evaluate(Popularity(r_hist).scores, truth, r_hist, n_items),
+        "itemknn": evaluate(ItemKNN(r_hist).scores, truth, r_hist, n_items),
+        "bpr_mf": evaluate(fitted.mf.scorer(data.adj_hist), truth, r_hist, n_items),
+        "lightgcn": evaluate(fitted.gcn.scorer(data.adj_hist), truth, r_hist, n_items),
+    }
+    item_emb = fitted.item_emb
+    ind_users = IdMap(sorted(data.inductive))
+    ind_hist = interaction_matrix(data.history, ind_users, data.items)
+    ind_truth = ground_truth(data.split.test, ind_users, data.items, ind_hist)
     item_degree = np.asarray(r_hist.sum(axis=0)).ravel()
     ind_vecs = user_vectors_from_history(ind_hist, item_emb, item_degree)
-    metrics["inductive_users"] = {
-        "heldout_from_history": evaluate(
-            lambda b: (ind_vecs[torch.as_tensor(b)] @ item_emb.T).numpy(),
-            ind_truth,
-            ind_hist,
-            n_items,
-        ),
-        "trained": models["lightgcn"],
+    inductive = evaluate(
+        lambda b: (ind_vecs[torch.as_tensor(b)] @ item_emb.T).numpy(), ind_truth, ind_hist, n_items
+    )
+    metrics: dict[str, Any] = {
+        "dataset": dataset,
+        "split": data.split.name,
+        "models": models,
+        "inductive_users": {"heldout_from_history": inductive, "trained": models["lightgcn"]},
+    }
+    return metrics
+
+
+def text_cold_start(
+    data: TrainData,
+    catalogue: pd.DataFrame,
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """MiniLM title embeddings of the catalogue [C, 384] and the ridge projection into the
+    item space [385, D], fitted on graph items; metrics on the held-out cold items."""
+    cold_ids = sorted(data.cold)
+    if not cold_ids:
+        return {"metrics": {"note": "no titled items to hold out"}, "cold_ids": []}
+    from models.text import TextEncoder, TextProjection
+
+    cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
+    catalogue_text = TextEncoder().encode(catalogue[n.TITLE].fillna("").tolist(), progress=True)
+    text_vecs = catalogue_text[[cat_ids.index[i] for i in data.items.ids]]
+    cold_text = catalogue_text[[cat_ids.index[i] for i in cold_ids]]
+    projection = TextProjection.fit(text_vecs, item_emb.numpy())
+    metrics = cold_item_metrics(
+        cold_ids,
+        projection(cold_text),
+        user_emb,
+        data.users,
+        data.items_table,
+        data.split,
+        data.r_hist,
+        data.items,
+        rng,
+    )
+    return {
+        "metrics": metrics,
+        "cold_ids": cold_ids,
+        "embeddings": catalogue_text,
+        "projection": projection.weight,
     }
 
-    # The serving catalogue: every item of the dataset, with its training popularity.
-    catalogue = build_catalogue(items_table, history, items)
+
+def package(
+    settings: Settings,
+    cfg: TrainConfig,
+    gcn_cfg: LightGCNConfig,
+    data: TrainData,
+    fitted: Fitted,
+    metrics: dict[str, Any],
+    catalogue: pd.DataFrame,
+    text: dict[str, Any],
+) -> artifact.Artifact:
+    """Everything serving needs, with its manifest (data snapshot, dims, metrics, git sha)."""
     cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
+    bought = data.history[
+        data.history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])
+    ]
+    segments = attributes = None
+    users_path = settings.canonical_dir / cfg.dataset / "users.parquet"
+    if users_path.exists():  # demographics, where the dataset has them
+        segments, attributes = build_segments(pd.read_parquet(users_path), data.history)
+    ranker = (
+        metrics["ranker"].pop("model", None) if isinstance(metrics.get("ranker"), dict) else None
+    )
+    manifest = _manifest(cfg, gcn_cfg, data, metrics, text.get("projection") is not None)
+    return artifact.Artifact(
+        manifest=manifest,
+        users=data.users.ids,
+        items=data.items.ids,
+        user_embeddings=fitted.user_emb.numpy(),
+        item_embeddings=fitted.item_emb.numpy(),
+        catalogue=catalogue,
+        seen=interaction_matrix(bought, data.users, cat_ids),
+        text_embeddings=text.get("embeddings"),
+        text_projection=text.get("projection"),
+        cold_items=text.get("cold_ids", []),
+        ranker=ranker,
+        segments=segments,
+        user_attributes=attributes,
+        metrics=metrics,
+        weights=fitted.gcn.model.state_dict(),
+    )
 
-    # Cold items: placed in item space by their text alone.
-    cold_ids = sorted(cold)
-    catalogue_text, projection = None, None
-    if cold_ids:
-        from models.text import TextEncoder, TextProjection
 
-        encoder = TextEncoder()
-        catalogue_text = encoder.encode(catalogue[n.TITLE].fillna("").tolist(), progress=True)
-        text_vecs = catalogue_text[[cat_ids.index[i] for i in items.ids]]
-        cold_text = catalogue_text[[cat_ids.index[i] for i in cold_ids]]
-        projection = TextProjection.fit(text_vecs, item_emb.numpy())
-        metrics["cold_items"] = cold_item_metrics(
-            cold_ids, projection(cold_text), user_emb, users, items_table, split, r_hist, items, rng
-        )
-    else:
-        metrics["cold_items"] = {"note": "no titled items to hold out"}
-
-    if cfg.ranker:
-        metrics["ranker"] = ranker_metrics(
-            settings, split, users, items, items_table, gcn_train_only, adj_train, adj_hist, cfg
-        )
-    metrics["epoch_seconds"] = round(float(np.mean(gcn_hist["epoch_seconds"])), 3)
-    metrics["epochs"] = len(gcn_hist["loss"])
-    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-
-    version = f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{cfg.dataset}"
-    out_root = out_root or settings.artifacts_dir  # where the API looks (IG_ARTIFACTS_DIR)
-    out = out_root / version
-    out.mkdir(parents=True)
-    torch.save(gcn.model.state_dict(), out / "lightgcn.pt")
-    np.save(out / "user_embeddings.npy", user_emb.numpy())
-    np.save(out / "item_embeddings.npy", item_emb.numpy())
-    (out / "users.json").write_text(json.dumps(users.ids))
-    (out / "items.json").write_text(json.dumps(items.ids))
-    catalogue.to_parquet(out / "catalogue.parquet", index=False)
-    if (canonical / "users.parquet").exists():  # demographics, where the dataset has them
-        users_table = pd.read_parquet(canonical / "users.parquet")
-        segments, attributes = build_segments(users_table, history)
-        if len(segments):
-            segments.to_parquet(out / "segments.parquet", index=False)
-            attributes.to_parquet(out / "user_attributes.parquet", index=False)
-    bought = history[history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])]
-    sp.save_npz(out / "seen.npz", interaction_matrix(bought, users, cat_ids))
-    if projection is not None and catalogue_text is not None:
-        np.save(out / "catalogue_text_embeddings.npy", catalogue_text)
-        np.save(out / "text_projection.npy", projection.weight)
-        (out / "cold_items.json").write_text(json.dumps(cold_ids))
-    if isinstance(metrics.get("ranker"), dict) and "model" in metrics["ranker"]:
-        with open(out / "ranker.pkl", "wb") as f:
-            pickle.dump(metrics["ranker"].pop("model"), f)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    plot(out / "training.png", gcn_hist, mf_hist, models)
-    manifest = {
-        "version": version,
+def _manifest(
+    cfg: TrainConfig, gcn_cfg: LightGCNConfig, data: TrainData, metrics: dict[str, Any], text: bool
+) -> dict[str, Any]:
+    """The artifact's manifest: version, feature service, data snapshot, dims, metrics, sha."""
+    events = data.events
+    return {
+        "version": artifact.new_version(cfg.dataset),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "feature_service": n.RANKER_V1,
@@ -228,24 +336,16 @@ def train(
             "first_event": str(events[n.EVENT_TIMESTAMP].min()),
             "last_event": str(events[n.EVENT_TIMESTAMP].max()),
         },
-        "split": split.name,
+        "split": data.split.name,
         "dims": {
-            "users": len(users),
-            "items": n_items,
+            "users": len(data.users),
+            "items": len(data.items),
             "embedding": gcn_cfg.embedding_dim,
-            "text": 384 if projection is not None else None,
+            "text": 384 if text else None,
         },
         "hyper_parameters": {"train": asdict(cfg), "lightgcn": gcn_cfg.as_dict()},
-        "metrics": {k: v.get("ndcg@20") for k, v in models.items()},
+        "metrics": {k: v.get("ndcg@20") for k, v in metrics["models"].items()},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    latest = out_root / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(version)
-    print_table(metrics)
-    print(f"artifact: {out}")
-    return out
 
 
 def build_catalogue(items_table: pd.DataFrame, history: pd.DataFrame, items: IdMap) -> pd.DataFrame:
@@ -260,9 +360,13 @@ def build_catalogue(items_table: pd.DataFrame, history: pd.DataFrame, items: IdM
             n.ITEM_ID: cat[n.ITEM_ID].astype(str),
             n.TITLE: cat.get(n.TITLE),
             n.CATEGORY: cat.get(n.CATEGORY),
-            "popularity": cat[n.ITEM_ID].map(pop).fillna(0).astype(np.int64),
-            "in_graph": cat[n.ITEM_ID].isin(items.index),
-            "available": cat["available"].fillna(True).astype(bool) if "available" in cat else True,
+            artifact.POPULARITY: cat[n.ITEM_ID].map(pop).fillna(0).astype(np.int64),
+            artifact.IN_GRAPH: cat[n.ITEM_ID].isin(items.index),
+            artifact.AVAILABLE: (
+                cat[artifact.AVAILABLE].fillna(True).astype(bool)
+                if artifact.AVAILABLE in cat
+                else True
+            ),
         }
     )
     return out
@@ -317,81 +421,6 @@ def cold_item_metrics(
         "random": lambda b: random_scores[b],
     }
     return {name: evaluate(fn, truth, seen, len(cold_ids)) for name, fn in scorers.items()}
-
-
-def ranker_metrics(settings, split, users, items, items_table, gcn, adj_train, adj_hist, cfg):
-    """Point-in-time ranker_v1 features from Feast + GNN score; AUC with and without them.
-
-    The GNN score comes from the train-only model, so validation pairs (the ranker's training
-    data) were never edges it trained on."""
-    from sklearn.metrics import roc_auc_score
-
-    from core.feast_store import open_store
-    from models.ranker import (
-        CATEGORY_AFFINITY,
-        GNN_SCORE,
-        LABEL,
-        TOP_CATEGORIES,
-        TOP_CATEGORY_SCORES,
-        Ranker,
-        category_affinity,
-        feature_columns,
-        labelled_pairs,
-        restore_dropped,
-    )
-
-    if not (settings.offline_dir / n.ITEM_STATS).exists():
-        return {"note": "no offline store: run `make backfill apply` first"}
-    store = open_store(settings)
-    service = store.get_feature_service(n.RANKER_V1)
-    categories = items_table.drop_duplicates(n.ITEM_ID).set_index(n.ITEM_ID)[n.CATEGORY]
-
-    def frame(events: pd.DataFrame, adj: torch.Tensor, seed: int) -> pd.DataFrame:
-        known = events[events[n.USER_ID].isin(users.index) & events[n.ITEM_ID].isin(items.index)]
-        with torch.no_grad():
-            u_emb, i_emb = gcn.embeddings(adj)
-        rng = np.random.default_rng(seed)
-        item_ids = np.asarray(items.ids, dtype=object)
-
-        def retrieved(batch: pd.Series) -> np.ndarray:
-            """One of each user's top-100 retrieved items (what the API would rank)."""
-            scores = u_emb[torch.as_tensor(users.encode(batch))] @ i_emb.T
-            depth = min(100, len(item_ids))
-            top = torch.topk(scores, depth, dim=1).indices.numpy()
-            return item_ids[top[np.arange(len(top)), rng.integers(0, depth, len(top))]]
-
-        pairs = labelled_pairs(known, items.ids, cfg.ranker_pairs, seed, hard=retrieved)
-        u = torch.as_tensor(users.encode(pairs[n.USER_ID]))
-        i = torch.as_tensor(items.encode(pairs[n.ITEM_ID]))
-        pairs[GNN_SCORE] = (u_emb[u] * i_emb[i]).sum(-1).numpy()
-        got = store.get_historical_features(
-            entity_df=pairs, features=service, full_feature_names=True
-        ).to_df()
-        frame = restore_dropped(pairs, got)
-        # windowed counts as of each label's time, by the same function the API uses online
-        epoch = pd.Timestamp(0, tz="UTC")
-        label_us = ((frame[n.EVENT_TIMESTAMP] - epoch) // pd.Timedelta(microseconds=1)).tolist()
-        frame = frame.assign(**add_read_time_columns(frame.to_dict("list"), label_us))
-        frame[CATEGORY_AFFINITY] = category_affinity(
-            frame[TOP_CATEGORIES].tolist(),
-            frame[TOP_CATEGORY_SCORES].tolist(),
-            categories.reindex(frame[n.ITEM_ID]).tolist(),
-        )
-        return frame
-
-    fit_on = frame(split.val, adj_train, cfg.seed)
-    test_on = frame(split.test, adj_hist, cfg.seed + 1)
-    cols = [*feature_columns(fit_on), CATEGORY_AFFINITY, GNN_SCORE]
-    ranker = Ranker(cols).fit(fit_on)
-    return {
-        "auc_with_features": round(ranker.auc(test_on), 4),
-        "auc_without": round(float(roc_auc_score(test_on[LABEL], test_on[GNN_SCORE])), 4),
-        "auc_features_only": round(Ranker(cols[:-1]).fit(fit_on).auc(test_on), 4),
-        "fit_pairs": len(fit_on),
-        "test_pairs": len(test_on),
-        "features": cols,
-        "model": ranker,
-    }
 
 
 def plot(path: Path, gcn_hist, mf_hist, models) -> None:

@@ -48,6 +48,28 @@ def _count_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
 
 
+def _write_manifest(folder: Path, events_path: Path, events: int) -> None:
+    """What the live job continues from (stream.live.backfill_history)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "events_path": str(events_path.resolve()),
+        "events": events,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    (folder / BACKFILL_MANIFEST).write_text(json.dumps(record, indent=2))
+
+
+def _swap_in(stage: Path, final: Path) -> None:
+    """Replace ``final`` by ``stage`` (the old one is removed only once the new one is there)."""
+    stage.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    stage.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run_backfill(
     events_path: Path,
     offline_dir: Path,
@@ -90,25 +112,9 @@ def run_backfill(
         bar.close()
     ended = time.perf_counter()
     seconds = ended - started
-    staging.mkdir(parents=True, exist_ok=True)
-    (staging / BACKFILL_MANIFEST).write_text(  # what the live job continues from
-        json.dumps(
-            {
-                "events_path": str(events_path.resolve()),
-                "events": total,
-                "finished_at": datetime.now(UTC).isoformat(),
-            },
-            indent=2,
-        )
-    )
+    _write_manifest(staging, events_path, total)
     for final, stage in ((offline_dir, staging), (dead_letter_dir, dead_staging)):
-        stage.mkdir(parents=True, exist_ok=True)
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        stage.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(stage, final)
     rows = {view: _count_rows(offline_dir / view) for view in n.VIEW_FEATURES}
     return BackfillReport(
         total, seconds, rows, _count_rows(dead_letter_dir), ended - tail[0], int(tail[1])

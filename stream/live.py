@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,22 +34,27 @@ from bytewax.outputs import (
 )
 
 from core import names as n
+from core.bus import (
+    REPLAY,
+    STREAM_ID,
+    decode_entry,
+    ensure_group,
+    entry_id,
+    group_info,
+    group_progress,
+)
 from core.redis_server import redis_client
 from core.settings import Settings
 from stream.io import iter_log_batches, write_partition
 from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
-    INVALID,
-    REPLAY,
     SIDES_PER_EVENT,
-    STREAM_ID,
     DeadLetter,
     FeatureRow,
 )
 
 log = logging.getLogger(__name__)
-EVENT_FIELD = "event"
 LIVE_PREFIX = "part-live-"  # offline partitions written by the live job
 
 
@@ -62,74 +67,6 @@ def retry_redis(write: Callable[[], Any], pause_s: float = 1.0) -> Any:
             log.warning("redis unavailable (%s); retrying in %.0f s", exc, pause_s)
             stream_metrics().redis_retries.inc()
             time.sleep(pause_s)
-
-
-def publish(client: redis.Redis, stream: str, events: Iterable[dict[str, Any]]) -> list[str]:
-    """XADD events (JSON) in one pipeline; returns their entry ids."""
-    pipe = client.pipeline(transaction=False)
-    for event in events:
-        pipe.xadd(stream, {EVENT_FIELD: json.dumps(event, default=str)})
-    return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
-
-
-def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
-def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """XINFO GROUPS entry of ``group`` on ``stream``: ``pending`` and ``last-delivered-id``
-    (Redis 6.2 and 7; ``lag`` and ``entries-read`` exist only on 7 and are not relied on)."""
-    if not client.exists(stream):
-        return None
-    return next((g for g in client.xinfo_groups(stream) if g["name"].decode() == group), None)
-
-
-def _id(entry_id: bytes | str) -> str:
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-
-
-@dataclass(frozen=True)
-class GroupProgress:
-    delivered: int  # entries up to the group's last-delivered-id
-    pending: int  # delivered and not yet acknowledged
-    lag: int  # entries not yet delivered (capped at ``LAG_CAP``)
-
-
-LAG_CAP = 10_000
-
-
-def group_progress(client: redis.Redis, stream: str, group: str) -> GroupProgress:
-    """How far the consumer group is, counted from the stream itself (works on Redis 6.2)."""
-    info = group_info(client, stream, group)
-    if info is None:
-        return GroupProgress(0, 0, 0)
-    last = _id(info["last-delivered-id"])
-    delivered = 0 if last == "0-0" else len(client.xrange(stream, "-", last))
-    lag = info.get("lag")
-    if lag is None:  # Redis 6.2: count what follows the last delivered entry
-        lag = len(client.xrange(stream, f"({last}", "+", count=LAG_CAP))
-    return GroupProgress(delivered, int(info["pending"]), int(lag))
-
-
-def _decode(
-    entry_id: bytes | str, fields: dict[bytes, bytes], replay: bool = False
-) -> dict[str, Any]:
-    """A stream entry -> the raw event mapping the flow parses (``REPLAY`` marks an entry an
-    earlier run already processed: it rebuilds state, writes nothing, dead-letters nothing)."""
-    sid = _id(entry_id)
-    payload = fields.get(EVENT_FIELD.encode())
-    tag = {STREAM_ID: sid, REPLAY: True} if replay else {STREAM_ID: sid}
-    try:
-        event = json.loads(payload) if payload is not None else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        return {**tag, INVALID: f"bad JSON: {exc}", "payload": repr(payload)[:500]}
-    if not isinstance(event, dict):
-        return {**tag, INVALID: "event is not a JSON object", "payload": event}
-    return {**event, **tag}
 
 
 @dataclass(frozen=True)
@@ -210,13 +147,13 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
             # No snapshot (first start, or started without its recovery folder): rebuild
             # state from the history log, then from what the group already delivered.
             info = group_info(self._client, settings.events_stream, settings.consumer_group)
-            end = _id(info["last-delivered-id"]) if info else "0-0"
+            end = entry_id(info["last-delivered-id"]) if info else "0-0"
             done = resume.history_done if resume else 0
             resume = SourceState(history_done=done, catch_up_end=end, last=None)
         if resume.live:
             # Re-read what was delivered after the last snapshot: its rows may be missing.
             info = group_info(self._client, settings.events_stream, settings.consumer_group)
-            self._backlog_end = _id(info["last-delivered-id"]) if info else None
+            self._backlog_end = entry_id(info["last-delivered-id"]) if info else None
         if not resume.live:
             self._claim_pending()
         self._state = resume
@@ -237,8 +174,8 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
                     count=1000,
                 )
             )  # [next cursor, [(id, fields)], (Redis 7: deleted ids)]
-            self._pending_ids.update(_id(i) for i, _ in got[1])
-            start = _id(got[0])
+            self._pending_ids.update(entry_id(i) for i, _ in got[1])
+            start = entry_id(got[0])
             if start == "0-0":
                 break
         if self._pending_ids:
@@ -284,8 +221,8 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         if not entries:
             self._state = replace(state, live=True)
             return []
-        self._state = replace(state, last=_id(entries[-1][0]))
-        out = [_decode(i, f, replay=_id(i) not in self._pending_ids) for i, f in entries]
+        self._state = replace(state, last=entry_id(entries[-1][0]))
+        out = [decode_entry(i, f, replay=entry_id(i) not in self._pending_ids) for i, f in entries]
         replayed = sum(1 for e in out if e.get(REPLAY))
         stream_metrics().history_replayed.inc(replayed)
         stream_metrics().events_in.inc(len(out) - replayed)
@@ -322,7 +259,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
                 raise StopIteration
             return []
         self._idle_since = None
-        self._state = replace(self._state, last=_id(entries[-1][0]))
+        self._state = replace(self._state, last=entry_id(entries[-1][0]))
         metrics = stream_metrics()
         metrics.events_in.inc(len(entries))
         if time.monotonic() - self._lag_checked > 1.0:
@@ -330,7 +267,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
             with contextlib.suppress(redis.RedisError):
                 progress = group_progress(self._client, s.events_stream, s.consumer_group)
                 metrics.consumer_lag.set(progress.lag)
-        return [_decode(i, f) for i, f in entries]
+        return [decode_entry(i, f) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
         if self._idle_since is not None or self._backoff_until > time.monotonic():

@@ -14,16 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import names as n
+from core.bus import INVALID, REPLAY, STREAM_ID
 from core.windows import bucket_events
 
 US = 1_000_000
 FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
-# Live events carry the id of their Redis Stream entry under this key; a source that could
-# not decode an entry sends {STREAM_ID: id, INVALID: reason} instead.
-STREAM_ID = "_stream_id"
-INVALID = "_invalid"
-# History the live job replays to rebuild its state carries this key (Event.replay).
-REPLAY = "_replay"
+# Live events carry their Redis Stream entry id (STREAM_ID); an entry that could not be
+# decoded arrives as {STREAM_ID: id, INVALID: reason}; replayed history carries REPLAY.
 
 
 @dataclass(frozen=True, slots=True)

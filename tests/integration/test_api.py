@@ -16,7 +16,7 @@ from core.redis_server import RedisServer, free_port, redis_client
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
-STAGES = {"context", "candidates", "hydrate", "score", "explore", "filter", "explain"}
+STAGES = {"query", "candidates", "filter", "hydrate", "score", "select", "decorate"}
 
 
 @pytest.fixture(scope="module")

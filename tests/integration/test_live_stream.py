@@ -13,11 +13,12 @@ import pytest
 from bytewax.testing import run_main
 
 from core import names as n
+from core.bus import group_progress, publish
 from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
 from stream.compare import offline_differences, online_differences, visible_rows
-from stream.live import group_progress, live_flow, publish
+from stream.live import live_flow
 from stream.metrics import stream_metrics
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def ig_stream(settings, *args):
         },
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "stream", *args],
+        [sys.executable, "-m", "cli", "stream", *args],
         env=env,
         cwd=settings.feature_repo.parent,
         stdout=subprocess.DEVNULL,
@@ -99,7 +100,9 @@ def ig_stream(settings, *args):
 
 def delivered(settings):
     """(entries delivered to the group, entries pending): counted the Redis 6.2 way too."""
-    got = group_progress(redis_client(settings), settings.events_stream, settings.consumer_group)
+    got = group_progress(
+        redis_client(settings), settings.events_stream, settings.consumer_group, True
+    )
     return got.delivered, got.pending
 
 
@@ -283,7 +286,7 @@ def test_live_job_refuses_feature_rows_it_cannot_account_for(project):
         live_flow(project)
     env = {**os.environ, "IG_DATA_DIR": str(project.data_dir)}
     out = subprocess.run(
-        [sys.executable, "-m", "core.cli", "stream", "--idle-stop", "1"],
+        [sys.executable, "-m", "cli", "stream", "--idle-stop", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ def test_cli_redis_up_status_down_keeps_data(tmp_path):
 
     def ig(*args):
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", "redis", *args],
+            [sys.executable, "-m", "cli", "redis", *args],
             env=env,
             cwd=ROOT,
             capture_output=True,

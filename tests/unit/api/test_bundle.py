@@ -1,15 +1,22 @@
-"""Bundle (a serving artifact) and the pure pipeline stages, on a tiny hand-made artifact."""
+"""Bundle (a serving artifact) and the recommend pipeline's units, on a tiny hand-made
+artifact."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from api import pipeline as pl
-from api.bundle import ArtifactError, Bundle
+from api import cache as item_cache
+from api import recommend as rec
+from api.bundle import Bundle
+from api.cache import ItemFeatureCache
+from api.features import Context
 from core import names as n
+from models.artifact import ArtifactError
+from models.explore import ExploreConfig
 
 # Items 0-2 are "mugs" (a cluster in item space), 3-4 "bags", 5 a cold bag (text only), 6 has
 # neither an embedding nor a title, 7 is unavailable.
@@ -100,51 +107,58 @@ def test_diverse_popular_alternates_categories(bundle):
     assert [bundle.categories[r] for r in bundle.diverse_popular(2, ["bag"])] == ["bag", "mug"]
 
 
+# The candidate sources read two settings; a failing unit would count an error (none here).
+STATE = SimpleNamespace(settings=SimpleNamespace(candidates_gnn=10, candidates_other=4))
+
+
 def test_filter_drops_bought_recent_and_unavailable(bundle):
-    ctx = pl.Context({f"{n.USER_INTEREST}__{n.RECENT_ITEMS}": ["i3"]})
-    mask = pl.filter_rows(bundle, np.arange(8), "mug-lover", ctx)
+    ctx = Context({f"{n.USER_INTEREST}__{n.RECENT_ITEMS}": ["i3"]})
+    q = rec.Query("mug-lover", 5, "off", bundle, ctx)
+    mask = rec.filter_seen(None, q, np.arange(8)) & rec.filter_unavailable(None, q, np.arange(8))
     assert np.flatnonzero(~mask).tolist() == [0, 3, 7]
 
 
 def test_fallback_serves_popular_minus_bought_and_says_degraded(bundle):
-    body = pl.fallback(bundle, "mug-lover", 3, pl.Timer())
+    body = rec.fallback(bundle, "mug-lover", 3, rec.Timer())
     assert body.degraded and [i.item_id for i in body.items] == ["i3", "i1", "i4"]
     assert body.items[0].score == pytest.approx(40 / 99)
 
 
 def test_candidates_for_a_new_user_without_history_are_popular_across_categories(bundle):
-    cands = pl.candidates(bundle, "newcomer", None, pl.Context(), n_gnn=10, n_other=4)
-    assert [bundle.categories[r] for r in cands.rows] == ["mug", "bag", "mug", "bag"]
+    cands = rec._gather(STATE, rec.Query("newcomer", 5, "auto", bundle))
+    assert [bundle.categories[r] for r in cands.idx] == ["mug", "bag", "mug", "bag"]
     assert all(s == ["popular"] for s in cands.sources)
 
 
 def test_new_shopper_with_known_demographics_gets_their_segments_favourites(bundle):
     assert bundle.user_segments == {"stranger": [("country", "NL")], "mug-lover": []}
-    cands = pl.candidates(bundle, "stranger", None, pl.Context(), n_gnn=10, n_other=4)
-    assert cands.rows[:2].tolist() == [4, 3]  # i7 is unavailable
+    cands = rec._gather(STATE, rec.Query("stranger", 5, "auto", bundle))
+    assert cands.idx[:2].tolist() == [4, 3]  # i7 is unavailable
     assert "segment" in cands.sources[0] and "segment" in cands.sources[1]
-    reason = pl.explain(bundle, 4, ["segment"], False, np.zeros(0, np.int64), [], ("country", "NL"))
+    reason = rec.explain(
+        bundle, 4, ["segment"], False, np.zeros(0, np.int64), [], ("country", "NL")
+    )
     assert reason == "popular with shoppers who share your country (NL)"
     assert bundle.segment_of("stranger", 3) == ("country", "NL")
 
 
 def test_resolve_share():
-    cfg = pl.ExploreConfig()
-    assert pl.resolve_share("off", 0, cfg) == 0
-    assert pl.resolve_share("auto", 0, cfg) == pytest.approx(cfg.max_share)
-    assert pl.resolve_share("1", 0, cfg) == cfg.max_share  # bounded
-    assert pl.resolve_share("0.1", 0, cfg) == pytest.approx(0.1)
+    cfg = ExploreConfig()
+    assert rec.resolve_share("off", 0, cfg) == 0
+    assert rec.resolve_share("auto", 0, cfg) == pytest.approx(cfg.max_share)
+    assert rec.resolve_share("1", 0, cfg) == cfg.max_share  # bounded
+    assert rec.resolve_share("0.1", 0, cfg) == pytest.approx(0.1)
 
 
 def test_item_feature_cache_expires_and_can_be_off(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(pl.time, "monotonic", lambda: clock[0])
-    cache = pl.ItemFeatureCache(ttl_s=1.0)
+    monkeypatch.setattr(item_cache.time, "monotonic", lambda: clock[0])
+    cache = ItemFeatureCache(ttl_s=1.0)
     cache.put_many(["a"], [{"x": 1}])
     assert cache.get_many(["a", "b"]) == [{"x": 1}, None]
     clock[0] += 1.5
     assert cache.get_many(["a"]) == [None]
-    off = pl.ItemFeatureCache(ttl_s=0)
+    off = ItemFeatureCache(ttl_s=0)
     off.put_many(["a"], [{"x": 1}])
     assert off.get_many(["a"]) == [None]
 
@@ -153,9 +167,9 @@ def test_reasons_match_how_an_item_was_found(bundle):
     none = np.zeros(0, np.int64)
     anchors = np.array([0])
     assert (
-        pl.explain(bundle, 1, ["gnn"], False, anchors, []) == "because you interacted with “mug a”"
+        rec.explain(bundle, 1, ["gnn"], False, anchors, []) == "because you interacted with “mug a”"
     )
-    assert pl.explain(bundle, 5, ["gnn"], False, anchors, []).startswith("new in the catalogue")
-    assert pl.explain(bundle, 5, ["popular"], False, none, []) == "popular right now"
-    assert pl.explain(bundle, 3, ["category"], False, none, ["bag"]).startswith("popular in bag")
-    assert pl.explain(bundle, 3, ["gnn"], True, anchors, []).startswith("new for you")
+    assert rec.explain(bundle, 5, ["gnn"], False, anchors, []).startswith("new in the catalogue")
+    assert rec.explain(bundle, 5, ["popular"], False, none, []) == "popular right now"
+    assert rec.explain(bundle, 3, ["category"], False, none, ["bag"]).startswith("popular in bag")
+    assert rec.explain(bundle, 3, ["gnn"], True, anchors, []).startswith("new for you")

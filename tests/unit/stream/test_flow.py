@@ -108,7 +108,7 @@ def test_a_future_clock_of_one_user_dead_letters_nobody_else():
 
 
 def test_replayed_history_rebuilds_state_without_sink_elements_or_dead_letters():
-    from stream.steps import REPLAY
+    from core.bus import REPLAY
 
     params = FeatureParams(allowed_lateness_s=60)
     history = [

@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core import names as n
+from core.bus import STREAM_ID
 from core.windows import read_time_features
 from stream.steps import (
     US,
@@ -151,7 +152,7 @@ def test_item_features_conversion_over_seven_days():
 
 
 def test_parse_event_keeps_stream_id_and_reports_undecodable_entries():
-    from stream.steps import INVALID, STREAM_ID
+    from core.bus import INVALID, STREAM_ID
 
     raw = {
         n.USER_ID: "u",
@@ -166,7 +167,6 @@ def test_parse_event_keeps_stream_id_and_reports_undecodable_entries():
 
 
 def test_user_and_item_features_judge_lateness_per_entity():
-    from stream.steps import STREAM_ID
 
     params = FeatureParams(allowed_lateness_s=3600)
     state, _ = user_features(None, ev(t=4000), params)

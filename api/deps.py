@@ -1,0 +1,51 @@
+"""FastAPI dependencies and parameter types shared by the routers."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Query, Request, Security
+from fastapi.security import APIKeyHeader
+
+from api.bundle import Bundle
+from api.schemas import MAX_K
+from api.state import State
+
+
+def get_state(request: Request) -> State:
+    return request.app.state.ig
+
+
+def get_bundle(request: Request) -> Bundle:
+    bundle = request.app.state.ig.bundle
+    if bundle is None:
+        raise HTTPException(503, "no model loaded: run `make train`, then POST /v1/admin/reload")
+    return bundle
+
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Writes need ``X-API-Key`` equal to ``IG_API_KEY`` (compared in constant time)."""
+    expected = request.app.state.ig.settings.api_key
+    if expected is None:
+        raise HTTPException(403, "writes are disabled: set IG_API_KEY on the server")
+    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key")
+
+
+StateDep = Annotated[State, Depends(get_state)]
+BundleDep = Annotated[Bundle, Depends(get_bundle)]
+WriteKey = Depends(require_key)
+UserPath = Annotated[str, Path(min_length=1, max_length=128)]
+ItemPath = Annotated[str, Path(min_length=1, max_length=128)]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items (1..{MAX_K}).")]
+Explore = Annotated[
+    str,
+    Query(
+        pattern=r"^(auto|off|0(\.\d{1,4})?|1(\.0{1,4})?)$",
+        description="auto: by history length; off; or a share 0..1 (capped at the policy's max).",
+    ),
+]

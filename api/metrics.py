@@ -1,0 +1,37 @@
+"""The API's Prometheus metrics (one registry per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+
+
+@dataclass
+class ApiMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        reg = self.registry
+        self.requests = Counter(
+            "ig_requests_total", "Requests by route and status", ["route", "status"], registry=reg
+        )
+        self.latency = Histogram(
+            "ig_request_seconds", "Request latency by route", ["route"], registry=reg
+        )
+        self.degraded = Counter(
+            "ig_degraded_total",
+            "Responses served without the online store",
+            ["route"],
+            registry=reg,
+        )
+        self.stage_errors = Counter(
+            "ig_stage_errors_total",
+            "Recommend pipeline stages that failed and were skipped (fail-open)",
+            ["stage"],
+            registry=reg,
+        )
+        self.events_accepted = Counter(
+            "ig_events_accepted_total", "Events written to the event stream", registry=reg
+        )
+        self.model_info = Info("ig_model", "The serving model artifact", registry=reg)

@@ -1,0 +1,5 @@
+"""One router per resource; ``api.app.create_app`` includes them all."""
+
+from api.routes import events, items, ops, recommend, users
+
+ROUTERS = (ops.router, recommend.router, items.router, events.router, users.router)

@@ -1,0 +1,126 @@
+"""The ranker over candidates, and the two routes built on it alone: score and search."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from api.bundle import NONE, Bundle
+from api.features import (
+    STORE_DOWN,
+    TOP_CATEGORIES,
+    TOP_CATEGORY_SCORES,
+    Context,
+    hydrate,
+    live_vector,
+    read_context,
+)
+from api.schemas import ItemScore, ScoreResponse, SearchHit, SearchResponse
+from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
+
+if TYPE_CHECKING:
+    from api.state import State
+
+
+def rank_scores(
+    bundle: Bundle,
+    ctx: Context,
+    features: dict[str, list[Any]],
+    gnn_scores: np.ndarray,
+    idx: list[int | None],
+) -> np.ndarray:
+    """Ranker probability [N] over ranker_v1 (user side from ``ctx``, item side from
+    ``features``), the category affinity and the GNN score; the GNN score alone without a
+    ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
+    ranker = bundle.ranker
+    if ranker is None:
+        return np.nan_to_num(gnn_scores, nan=-1e9)
+    size = len(gnn_scores)
+    cats = [bundle.categories[i] if i is not None else None for i in idx]
+    x = np.empty((size, len(ranker.columns)))  # type: ignore[attr-defined]
+    for j, col in enumerate(ranker.columns):  # type: ignore[attr-defined]
+        if col == GNN_SCORE:
+            x[:, j] = gnn_scores
+        elif col == CATEGORY_AFFINITY:
+            tops = ctx.features.get(TOP_CATEGORIES)
+            weights = ctx.features.get(TOP_CATEGORY_SCORES)
+            x[:, j] = category_affinity([tops] * size, [weights] * size, cats)
+        elif col in features:
+            x[:, j] = [np.nan if v is None else v for v in features[col]]
+        else:
+            value = ctx.features.get(col)
+            x[:, j] = np.nan if value is None else value
+    return ranker.predict_matrix(x)  # type: ignore[attr-defined,no-any-return]
+
+
+def score_items(
+    state: State, bundle: Bundle, user_id: str, refs: list[tuple[str, str | None]]
+) -> ScoreResponse:
+    """POST /v1/score: the ranker over a caller's own (item_id, title) list, in its order."""
+    vectors, placed = bundle.place(refs, state.encoder)
+    idx = [bundle.index.get(item_id) for item_id, _ in refs]
+    degraded, features = False, None
+    try:
+        ctx = read_context(state, user_id)
+        features = hydrate(state, [i for i, _ in refs])
+    except STORE_DOWN as exc:
+        state.store_lost(exc, "score")
+        degraded, ctx = True, Context()
+    vec = live_vector(state, bundle, user_id, ctx)
+    gnn = vectors @ vec if vec is not None else np.full(len(refs), np.nan)
+    gnn[np.array(placed) == NONE] = np.nan
+    if features is None:  # no features: the GNN score alone (NaN -> lowest)
+        scores = np.nan_to_num(gnn, nan=-1e9)
+    else:
+        scores = rank_scores(bundle, ctx, features, gnn, idx)
+    return ScoreResponse(
+        user_id=user_id,
+        degraded=degraded,
+        model_version=bundle.version,
+        scores=[
+            ItemScore(item_id=i, score=round(float(s), 6), placed_by=p)
+            for (i, _), s, p in zip(refs, scores, placed, strict=True)
+        ],
+    )
+
+
+def search(
+    state: State, bundle: Bundle, q: str, user_id: str | None, k: int, pool_size: int = 100
+) -> SearchResponse:
+    """GET /v1/search: cosine over title embeddings, then (with a user) the user's affinity,
+    z-scored within the pool, adds ``IG_SEARCH_PERSONAL_WEIGHT`` per standard deviation."""
+    qv = state.encoder.encode([q])[0]  # type: ignore[union-attr]
+    sims = bundle.text @ qv  # type: ignore[operator]
+    sims[~bundle.available] = -np.inf
+    pool = np.argsort(-sims)[: max(pool_size, k)]
+    final = sims[pool].copy()
+    degraded, vec = False, None
+    if user_id is not None:
+        try:
+            ctx = read_context(state, user_id)
+        except STORE_DOWN as exc:
+            state.store_lost(exc, "search")
+            degraded, ctx = True, Context()
+        vec = live_vector(state, bundle, user_id, ctx)
+    if vec is not None:
+        affinity = bundle.vectors[pool] @ vec
+        z = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
+        final = final + state.settings.search_personal_weight * z
+    hits = []
+    for j in np.argsort(-final, kind="stable")[:k]:
+        item_id, title, category = bundle.item(int(pool[j]))
+        reason = f"matches “{q.strip()}”"
+        if vec is not None and final[j] > sims[pool[j]]:
+            reason += " and fits your interests"
+        hits.append(
+            SearchHit(
+                item_id=item_id,
+                title=title,
+                category=category,
+                score=round(float(final[j]), 6),
+                text_similarity=round(float(sims[pool[j]]), 6),
+                reason=reason,
+            )
+        )
+    return SearchResponse(query=q, user_id=user_id, degraded=degraded, items=hits)

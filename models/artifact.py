@@ -1,0 +1,134 @@
+"""A serving artifact: its file and column names, ``save`` (training) and ``read`` (serving).
+
+An artifact is a folder ``<artifacts>/<version>/`` (``latest`` links to the newest):
+weights, embeddings, the serving catalogue, the text index, the ranker, metrics, a plot and
+``manifest.json`` (feature service, dims, data snapshot, metrics, git sha). Training writes it
+with :func:`save`; the API reads it with :func:`read` (api.bundle builds on that).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+MANIFEST = "manifest.json"
+WEIGHTS = "lightgcn.pt"
+USER_EMBEDDINGS = "user_embeddings.npy"  # [U, D]
+ITEM_EMBEDDINGS = "item_embeddings.npy"  # [I, D], rows in ITEMS order
+USERS = "users.json"  # trained user ids, rows of USER_EMBEDDINGS
+ITEMS = "items.json"  # graph item ids, rows of ITEM_EMBEDDINGS
+CATALOGUE = "catalogue.parquet"  # every item: CATALOGUE_COLUMNS
+SEEN = "seen.npz"  # [U, C] what each trained user bought or rated (catalogue columns)
+SEGMENTS = "segments.parquet"  # attribute, value, item_id, users
+USER_ATTRIBUTES = "user_attributes.parquet"  # user_id + the segment attributes
+TEXT_EMBEDDINGS = "catalogue_text_embeddings.npy"  # [C, 384]
+TEXT_PROJECTION = "text_projection.npy"  # [384 + 1, D]
+COLD_ITEMS = "cold_items.json"
+RANKER = "ranker.pkl"
+METRICS = "metrics.json"
+PLOT = "training.png"
+LATEST = "latest"
+REQUIRED = (MANIFEST, CATALOGUE, ITEMS, USERS)
+
+# Catalogue columns beside item_id, title, category.
+POPULARITY = "popularity"  # distinct users in train+val
+IN_GRAPH = "in_graph"
+AVAILABLE = "available"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact folder that is missing or incomplete."""
+
+
+@dataclass
+class Artifact:
+    """Everything a training run hands to serving (absent parts are ``None``)."""
+
+    manifest: dict[str, Any]
+    users: list[str]
+    items: list[str]
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    catalogue: pd.DataFrame
+    seen: sp.csr_matrix | None = None
+    text_embeddings: np.ndarray | None = None
+    text_projection: np.ndarray | None = None
+    cold_items: list[str] = field(default_factory=list)
+    ranker: Any = None
+    segments: pd.DataFrame | None = None
+    user_attributes: pd.DataFrame | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def save(artifact: Artifact, out_root: Path) -> Path:
+    """Write ``artifact`` to ``out_root/<manifest version>`` and point ``latest`` at it."""
+    out = out_root / artifact.manifest["version"]
+    out.mkdir(parents=True)
+    if artifact.weights is not None:
+        torch.save(artifact.weights, out / WEIGHTS)
+    np.save(out / USER_EMBEDDINGS, artifact.user_embeddings)
+    np.save(out / ITEM_EMBEDDINGS, artifact.item_embeddings)
+    (out / USERS).write_text(json.dumps(artifact.users))
+    (out / ITEMS).write_text(json.dumps(artifact.items))
+    artifact.catalogue.to_parquet(out / CATALOGUE, index=False)
+    if artifact.seen is not None:
+        sp.save_npz(out / SEEN, artifact.seen)
+    if artifact.segments is not None and len(artifact.segments):
+        artifact.segments.to_parquet(out / SEGMENTS, index=False)
+        artifact.user_attributes.to_parquet(out / USER_ATTRIBUTES, index=False)  # type: ignore[union-attr]
+    if artifact.text_embeddings is not None and artifact.text_projection is not None:
+        np.save(out / TEXT_EMBEDDINGS, artifact.text_embeddings)
+        np.save(out / TEXT_PROJECTION, artifact.text_projection)
+        (out / COLD_ITEMS).write_text(json.dumps(artifact.cold_items))
+    if artifact.ranker is not None:
+        with open(out / RANKER, "wb") as f:
+            pickle.dump(artifact.ranker, f)
+    (out / METRICS).write_text(json.dumps(artifact.metrics, indent=2, default=float))
+    (out / MANIFEST).write_text(json.dumps(artifact.manifest, indent=2))
+    latest = out_root / LATEST
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(out.name)
+    return out
+
+
+def read(path: Path) -> Artifact:
+    """The artifact at ``path`` (weights and metrics are not needed to serve: not read)."""
+    path = Path(path).resolve()
+    missing = [f for f in REQUIRED if not (path / f).exists()]
+    if missing:
+        raise ArtifactError(f"{path}: not a serving artifact (missing {', '.join(missing)})")
+    ranker = None
+    if (path / RANKER).exists():
+        with open(path / RANKER, "rb") as f:
+            ranker = pickle.load(f)
+    text = (path / TEXT_EMBEDDINGS).exists()
+    segments = (path / SEGMENTS).exists()
+    return Artifact(
+        manifest=json.loads((path / MANIFEST).read_text()),
+        users=json.loads((path / USERS).read_text()),
+        items=json.loads((path / ITEMS).read_text()),
+        user_embeddings=np.load(path / USER_EMBEDDINGS).astype(np.float32),
+        item_embeddings=np.load(path / ITEM_EMBEDDINGS).astype(np.float32),
+        catalogue=pd.read_parquet(path / CATALOGUE),
+        seen=sp.load_npz(path / SEEN).tocsr() if (path / SEEN).exists() else None,
+        text_embeddings=np.load(path / TEXT_EMBEDDINGS) if text else None,
+        text_projection=np.load(path / TEXT_PROJECTION).astype(np.float32) if text else None,
+        ranker=ranker,
+        segments=pd.read_parquet(path / SEGMENTS) if segments else None,
+        user_attributes=pd.read_parquet(path / USER_ATTRIBUTES) if segments else None,
+    )
+
+
+def new_version(dataset: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{dataset}"

@@ -1,0 +1,107 @@
+"""Run the live job in production: recovery folder checks, metrics, Bytewax's runner.
+
+``ig stream`` (cli.live) calls :func:`run_live_job`; tests and benchmarks run
+``stream.live.live_flow`` with ``bytewax.testing.run_main`` instead.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
+
+from core.names import BACKFILL_MANIFEST
+from core.settings import Settings
+from stream.io import few_full_collections
+from stream.live import HistoryError, backfill_history, live_flow
+from stream.metrics import report_every, stream_metrics
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """How to run the live job (the ``ig stream`` options)."""
+
+    workers: int = 1
+    addresses: tuple[str, ...] = ()
+    process_id: int = 0
+    recovery_dir: Path | None = None
+    epoch_s: float = 2.0
+    idle_stop_s: float | None = None
+    metrics_port: int | None = None
+    report_s: float = 10.0
+
+    @property
+    def partitions(self) -> int:
+        return self.workers * max(len(self.addresses), 1)
+
+
+def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> RecoveryConfig:
+    """The Bytewax recovery folder, created (``python -m bytewax.recovery``) when empty.
+    Raises :class:`HistoryError` when its snapshots predate the last backfill."""
+    snapshots = list(folder.glob("part-*.sqlite3"))
+    manifest = settings.offline_dir / BACKFILL_MANIFEST
+    newest = max((p.stat().st_mtime for p in snapshots), default=None)
+    if newest is not None and manifest.exists() and newest < manifest.stat().st_mtime:
+        raise HistoryError(
+            f"the recovery folder {folder} predates the last backfill ({manifest}); its "
+            "state belongs to the old offline store. Delete the folder: the job then "
+            "rebuilds its state from the new backfill's log."
+        )
+    if not snapshots:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.recovery", str(folder), str(partitions)], check=True
+        )
+    return RecoveryConfig(folder)
+
+
+def run_live_job(settings: Settings, job: LiveJob) -> str:
+    """Run until stopped (or idle for ``job.idle_stop_s``); returns the metrics summary.
+    Raises :class:`HistoryError` when the job cannot continue from the offline store."""
+    history = backfill_history(settings)
+    recovery = (
+        prepare_recovery(settings, job.recovery_dir, job.partitions) if job.recovery_dir else None
+    )
+    flow = live_flow(
+        settings,
+        idle_stop_s=job.idle_stop_s,
+        partitions=job.partitions,
+        consumer=f"features-{job.process_id}",
+        history=history or False,
+    )
+    if job.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(job.metrics_port, addr="127.0.0.1", registry=stream_metrics().registry)
+    stop = threading.Event()
+    report_every(job.report_s, stop)
+    if history is not None:
+        print(
+            f"continuing from the backfill of {history.path} ({history.events:,} events): "
+            "without a recovery snapshot, state is first rebuilt from that log and from the "
+            "entries this group already processed",
+            flush=True,
+        )
+    print(
+        f"live features: {settings.events_stream} -> Feast {settings.feast_project} "
+        f"({job.workers} worker(s), process {job.process_id} of {max(len(job.addresses), 1)}, "
+        f"recovery {'on' if recovery else 'off'})",
+        flush=True,
+    )
+    with few_full_collections():  # a long run keeps much state: see the helper's docstring
+        cli_main(
+            flow,
+            workers_per_process=job.workers,
+            process_id=job.process_id if job.addresses else None,
+            addresses=list(job.addresses) or None,
+            epoch_interval=timedelta(seconds=job.epoch_s),
+            recovery_config=recovery,
+        )
+    stop.set()
+    return stream_metrics().summary()
