@@ -49,7 +49,7 @@ FEATURE_TYPES: dict[str, pa.DataType] = {
     n.TOP_CATEGORIES: pa.list_(pa.string()),
     n.RECENT_ITEMS: pa.list_(pa.string()),
     n.TOP_CATEGORY_SCORES: pa.list_(pa.float64()),
-    n.COUNT_BUCKETS: pa.list_(pa.int64()),
+    n.COUNT_BUCKETS: pa.string(),  # core.windows: text, for Dask's sake
 }
 
 

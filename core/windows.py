@@ -15,9 +15,11 @@ A bucket counts in window ``W`` at read time ``t`` while its youngest event is w
 over ``W`` and the exact count over ``W`` plus one resolution step: an event leaves a count at
 most one step late (``views_1h`` at most 5 minutes late, ``purchases_7d`` at most 6 hours).
 
-Encoding (one ``Array(Int64)`` field, ``count_buckets``): flat triples
-``[event type index, youngest event time (µs), events, ...]``, type index into
-``core.names.EVENT_TYPES``.
+Encoding (one String field, ``count_buckets``): comma-separated flat triples
+``event type index,youngest event time (µs),events,...`` (type index into
+``core.names.EVENT_TYPES``; empty: no events). Text, not an int64 list: Feast's file offline
+store joins through Dask, which handles a list column of 385k rows about 100x slower than a
+string column (measured: a point-in-time join of 6,000 rows took 188 s with lists).
 """
 
 from __future__ import annotations
@@ -113,14 +115,27 @@ def _feature_names(windows: tuple[tuple[str, int], ...]) -> tuple[tuple[tuple[st
     )
 
 
+def encode_buckets(buckets: Sequence[int]) -> str:
+    """Flat triples -> the stored text form."""
+    return ",".join(map(str, buckets))
+
+
+def decode_buckets(stored: str | Sequence[int]) -> Sequence[int]:
+    """The stored text form (or already flat triples) -> flat triples."""
+    if isinstance(stored, str):
+        return [int(v) for v in stored.split(",")] if stored else []
+    return stored
+
+
 def window_counts(
-    buckets: Sequence[int] | None, now_us: int, windows: Mapping[str, int]
+    buckets: str | Sequence[int] | None, now_us: int, windows: Mapping[str, int]
 ) -> dict[str, int]:
     """Counts per ``<type plural>_<window>`` at read time ``now_us`` from stored buckets
-    (``None`` or a missing value: no events)."""
+    (text or flat triples; ``None`` or a missing value: no events)."""
     out = dict.fromkeys(n.count_features(dict(windows)), 0)
     if _missing(buckets):
         return out
+    buckets = decode_buckets(buckets)  # type: ignore[arg-type]
     names = _feature_names(tuple(windows.items()))
     for k in range(0, len(buckets) - 2, 3):
         age = now_us - int(buckets[k + 1])
@@ -130,7 +145,9 @@ def window_counts(
     return out
 
 
-def read_time_features(view: str, buckets: Sequence[int] | None, now_us: int) -> dict[str, Any]:
+def read_time_features(
+    view: str, buckets: str | Sequence[int] | None, now_us: int
+) -> dict[str, Any]:
     """Every windowed feature of ``view`` (``core.names.READ_TIME_FEATURES``) at ``now_us``."""
     if view == n.USER_BEHAVIOR:
         return window_counts(buckets, now_us, n.USER_WINDOWS)

@@ -15,7 +15,7 @@ from typing import Any
 
 from core import names as n
 from core.bus import INVALID, REPLAY, STREAM_ID
-from core.windows import bucket_events
+from core.windows import bucket_events, encode_buckets
 
 US = 1_000_000
 FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
@@ -134,10 +134,10 @@ class WindowCounts:
         if cut:
             del times[:cut]
 
-    def buckets(self, now_us: int) -> list[int]:
-        """The events any window holds at ``now_us`` as age buckets (:mod:`core.windows`):
-        readers turn them into counts at their own read time."""
-        return bucket_events(self.times, now_us, self.windows)
+    def buckets(self, now_us: int) -> str:
+        """The events any window holds at ``now_us`` as age buckets, stored form
+        (:mod:`core.windows`): readers turn them into counts at their own read time."""
+        return encode_buckets(bucket_events(self.times, now_us, self.windows))
 
 
 @dataclass

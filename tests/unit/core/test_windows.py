@@ -8,6 +8,8 @@ from core.windows import (
     add_read_time_columns,
     age_edges,
     bucket_events,
+    decode_buckets,
+    encode_buckets,
     read_time_features,
     window_counts,
 )
@@ -107,3 +109,13 @@ def test_busy_and_quiet_entities_bucket_alike():
     windows._bucket_by_event(by_event, 0, times["view"], hi, now, edges)
     windows._bucket_by_edge(by_edge, 0, times["view"], hi, now, edges)
     assert by_event == by_edge and sum(by_edge[2::3]) == true_counts(times, now)["views_7d"]
+
+
+def test_stored_text_form_round_trips_and_reads_alike():
+    t = 9 * H * US
+    buckets = bucket_events({"view": [t - 7 * H * US, t], "cart": [t - 60 * US]}, t, WINDOWS)
+    text = encode_buckets(buckets)
+    assert decode_buckets(text) == buckets and decode_buckets("") == []
+    later = t + 2 * H * US
+    assert window_counts(text, later, WINDOWS) == window_counts(buckets, later, WINDOWS)
+    assert read_time_features(n.USER_BEHAVIOR, "", t)["views_7d"] == 0  # known, no events

@@ -53,7 +53,7 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
             n.USER_ID: "u2",
             n.EVENT_TIMESTAMP: 30_000_000,
             n.CREATED_TIMESTAMP: 30_000_001 - 86_400_000_000,
-            n.COUNT_BUCKETS: [purchase, 30_000_000, 1],
+            n.COUNT_BUCKETS: f"{purchase},30000000,1",
             n.EVENTS_TOTAL: 1,
         }
     ]
