@@ -48,6 +48,9 @@ def _count_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
 
 
+TAIL_FROM = 0.9  # the report's tail: the events from this fraction of the log on
+
+
 def _write_manifest(folder: Path, events_path: Path, events: int) -> None:
     """What the live job continues from (stream.live.backfill_history)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,7 @@ def run_backfill(
     def advance(rows: int) -> None:
         """Progress of the source: marks the batch in which the last tenth of the log begins
         (called before that batch flows through the steps)."""
-        if read[0] < int(total * 0.9) <= read[0] + rows:
+        if read[0] < int(total * TAIL_FROM) <= read[0] + rows:
             tail[:] = [time.perf_counter(), total - read[0]]
         read[0] += rows
         bar.update(rows)
@@ -104,7 +107,7 @@ def run_backfill(
     flow = build_flow(source, OfflineParquetSink(staging), DeadLetterParquetSink(dead_staging))
     started = time.perf_counter()
     try:
-        with few_full_collections():
+        with few_full_collections(threshold=None):  # finite run: no cyclic GC at all
             # Bytewax's runner (not its testing helper). One epoch for the whole replay: a
             # backfill has no recovery, so per-epoch state snapshots would only copy state.
             cli_main(flow, epoch_interval=timedelta(days=365))
