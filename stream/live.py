@@ -143,6 +143,11 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         self._pending_ids: set[str] = set()
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
         self._backlog_end: str | None = None
+        if resume is not None and not isinstance(resume, SourceState):
+            raise HistoryError(  # an entry id: a snapshot of the job before it kept history
+                "the recovery folder holds a snapshot of an older version of the live job; "
+                "delete it: the job then rebuilds its state from the backfilled log"
+            )
         if resume is None or (not resume.live and resume.catch_up_end is None):
             # No snapshot (first start, or started without its recovery folder): rebuild
             # state from the history log, then from what the group already delivered.
