@@ -65,7 +65,8 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
     """The item side of ranker_v1 for every candidate: ONE batched Feast online read for the
     items not read in the last ``IG_ITEM_FEATURE_TTL_S`` seconds (the rest come from the
     in-process cache). The user side is the context read: the same user for every row.
-    Windowed counts are computed from the stored buckets at the moment of the call."""
+    Windowed counts are computed from the stored buckets when read, and cached with them
+    (they move in 5-minute steps at the finest; the cache holds them for about a second)."""
     cache = state.item_cache
     found = cache.get_many(item_ids)
     missing = [i for i, f in zip(item_ids, found, strict=True) if f is None]
@@ -76,14 +77,14 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
             full_feature_names=True,
         ).to_dict()
         online.pop(n.ITEM_ID, None)
+        add_read_time_columns(online, time.time_ns() // 1000)
         fresh = [
             dict(zip(online, values, strict=True)) for values in zip(*online.values(), strict=True)
         ]
         cache.put_many(missing, fresh)
         got = dict(zip(missing, fresh, strict=True))
         found = [f if f is not None else got[i] for i, f in zip(item_ids, found, strict=True)]
-    columns = {col: [f[col] for f in found] for col in state.ranker_item_columns}
-    return add_read_time_columns(columns, time.time_ns() // 1000)
+    return {col: [f[col] for f in found] for col in (found[0] if found else {})}  # type: ignore[union-attr]
 
 
 def column(features: dict[str, list[Any]], col: str, size: int) -> np.ndarray:

@@ -74,11 +74,13 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Unit:
-    """One named unit of a stage and what its failure means."""
+    """One named unit of a stage, what its failure means, and (for a stage that fails open)
+    what it leaves in its place."""
 
     name: str
     run: Callable[..., Any]
     on_error: str = OPEN
+    skipped: Callable[[Query, Candidates], None] | None = None
 
 
 class Timer:
@@ -189,6 +191,20 @@ def reasons(state: State, q: Query, c: Candidates) -> None:
         )
 
 
+# -- what a stage that failed open leaves in its place ------------------------------------
+def score_in_candidate_order(q: Query, c: Candidates) -> None:
+    c.scores = -np.arange(len(c.idx), dtype=np.float64)
+
+
+def take_k_unexplored(q: Query, c: Candidates) -> None:
+    c.order = np.argsort(-c.scores, kind="stable")[: q.k]  # type: ignore[operator]
+    c.explored = np.zeros(len(c.order), dtype=bool)
+
+
+def plain_reasons(q: Query, c: Candidates) -> None:
+    c.reasons = ["popular right now"] * len(c.order)  # type: ignore[arg-type]
+
+
 QUERY_HYDRATORS = (
     Unit("context", user_context, FALLBACK),
     Unit("interest", user_vector),
@@ -202,9 +218,9 @@ CANDIDATE_SOURCES = (  # order matters: a candidate's first source comes first
 )
 FILTERS = (Unit("seen", filter_seen), Unit("unavailable", filter_unavailable))
 HYDRATE = Unit("hydrate", hydrate_features, FALLBACK)
-SCORE = Unit("score", ranker_score)
-SELECT = Unit("select", explore_and_take_k)
-DECORATE = Unit("decorate", reasons)
+SCORE = Unit("score", ranker_score, skipped=score_in_candidate_order)
+SELECT = Unit("select", explore_and_take_k, skipped=take_k_unexplored)
+DECORATE = Unit("decorate", reasons, skipped=plain_reasons)
 SIDE_EFFECTS: tuple[Unit, ...] = ()  # e.g. impression logging: never on the answer's path
 
 
@@ -225,8 +241,8 @@ def recommend(state: State, user_id: str, k: int, explore: str) -> Recommendatio
         return fallback(bundle, user_id, k, t)  # type: ignore[arg-type]
     for stage in (SCORE, SELECT, DECORATE):
         with t.stage(stage.name):
-            if not _attempt(state, stage, q, c)[0]:
-                _default(stage.name, q, c)
+            if not _attempt(state, stage, q, c)[0] and stage.skipped is not None:
+                stage.skipped(q, c)
     response = _response(q, c, t)
     for unit in SIDE_EFFECTS:
         _attempt(state, unit, q, c, response)
@@ -270,17 +286,6 @@ def _filter(state: State, q: Query, c: Candidates) -> None:
             keep &= mask
     c.idx = c.idx[keep]
     c.sources = [s for s, kept in zip(c.sources, keep.tolist(), strict=True) if kept]
-
-
-def _default(stage: str, q: Query, c: Candidates) -> None:
-    """What a failed-open stage leaves: GNN/candidate order, nothing explored, plain reasons."""
-    if stage == SCORE.name:
-        c.scores = -np.arange(len(c.idx), dtype=np.float64)
-    elif stage == SELECT.name:
-        c.order = np.argsort(-c.scores, kind="stable")[: q.k]  # type: ignore[operator]
-        c.explored = np.zeros(len(c.order), dtype=bool)
-    elif stage == DECORATE.name:
-        c.reasons = ["popular right now"] * len(c.order)  # type: ignore[arg-type]
 
 
 def _response(q: Query, c: Candidates, t: Timer) -> Recommendations:

@@ -42,7 +42,6 @@ class State:
         self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
         ranker_service = self.store.get_feature_service(n.RANKER_V1)
         self.ranker_item_refs = service_refs(ranker_service, n.ITEM_ID)
-        self.ranker_item_columns = [n.full_name(*r.split(":")) for r in self.ranker_item_refs]
         self.item_cache = ItemFeatureCache(settings.item_feature_ttl_s)
         missing = set(service_refs(ranker_service, n.USER_ID)) - set(
             service_refs(self.profile_service, n.USER_ID)

@@ -57,17 +57,15 @@ def demo_summary(settings: Settings, user_id: str | None = None) -> None:
     # Windowed counts are true at read time: as of now (zero for an old log) and, for a
     # historical log, as of the user's last event.
     last_s = online.get(n.full_name(n.USER_INTEREST, n.LAST_EVENT_TS), [None])[0]
-    for label, at_us in (
-        ("now", time.time_ns() // 1000),
-        ("at last event", (last_s or 0) * 1_000_000),
-    ):
-        counts = add_read_time_columns(
-            {k: online[k] for k in online if k.endswith(n.COUNT_BUCKETS)}, at_us
-        )
-        for key, values in counts.items():
-            if not key.endswith(n.COUNT_BUCKETS) and (label == "now" or last_s):
-                online[f"{key} ({label})"] = values
-                served.append(f"{key} ({label})")
+    read_at = {"now": time.time_ns() // 1000}
+    if last_s:
+        read_at["at last event"] = last_s * 1_000_000
+    buckets = {k: v for k, v in online.items() if k.endswith(n.COUNT_BUCKETS)}
+    for label, at_us in read_at.items():
+        counts = add_read_time_columns(dict(buckets), at_us)
+        for key in [k for k in counts if k not in buckets]:
+            online[f"{key} ({label})"] = counts[key]
+            served.append(f"{key} ({label})")
     views = ", ".join(p.name for p in service.feature_view_projections)
     console.print(f"features served by {n.PROFILE_V1}: {len(served)} (views: {views})")
     user_table = Table(title=f"user {user_id} online through Feast ({took_ms:.1f} ms)")

@@ -106,6 +106,14 @@ def delivered(settings):
     return got.delivered, got.pending
 
 
+def wait_until(job, condition, timeout_s=120):
+    """Poll ``condition`` while ``job`` runs; fail with the job's stderr if it never holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and job.poll() is None and not condition():
+        time.sleep(0.02)
+    assert condition(), job.stderr.read().decode()[-3000:]
+
+
 def assert_online_equals(settings, backfilled):
     """Every entity's online values (Feast) equal its latest row of the backfill."""
     assert online_differences(settings, backfilled) == []
@@ -161,12 +169,7 @@ def test_sigkill_mid_stream_then_resume_equals_uninterrupted(project, feast_proj
     recovery = str(project.data_dir / "recovery")
 
     job = ig_stream(project, "-r", recovery, "--epoch-s", "0.2", "--idle-stop", "30")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.poll() is None:
-        time.sleep(0.05)
-        if delivered(project)[0] >= EVENTS // 3:
-            break
-    assert delivered(project)[0] >= EVENTS // 3, job.stderr.read().decode()[-3000:]
+    wait_until(job, lambda: delivered(project)[0] >= EVENTS // 3)
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=10)
 
@@ -262,14 +265,7 @@ def test_sigkill_before_the_first_snapshot_leaves_nothing_pending(project, feast
     publish(redis_client(project), project.events_stream, as_messages(events))
     recovery = str(project.data_dir / "recovery")
     job = ig_stream(project, "-r", recovery, "--epoch-s", "600", "--idle-stop", "30")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.poll() is None:
-        time.sleep(0.02)
-        got, pending = delivered(project)
-        if got >= EVENTS // 3 and pending > 0:
-            break
-    got, pending = delivered(project)
-    assert got >= EVENTS // 3 and pending > 0, job.stderr.read().decode()[-3000:]
+    wait_until(job, lambda: delivered(project)[0] >= EVENTS // 3 and delivered(project)[1] > 0)
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=10)
     resumed = ig_stream(project, "-r", recovery, "--epoch-s", "600", "--idle-stop", "2")
