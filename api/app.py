@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()  # Feast's and torch's start-up objects stay out of every later GC pass
         yield
+        app.state.ig.close()
 
     app = FastAPI(
         title="InterestGraph",

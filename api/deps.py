@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
@@ -47,5 +47,12 @@ Explore = Annotated[
     Query(
         pattern=r"^(auto|off|0(\.\d{1,4})?|1(\.0{1,4})?)$",
         description="auto: by history length; off; or a share 0..1 (capped at the policy's max).",
+    ),
+]
+Policy = Annotated[
+    Literal["greedy", "epsilon_greedy", "thompson"] | None,
+    Query(
+        description="Explore/exploit policy (default: IG_POLICY). models.explore says how each "
+        "explores; every answer logs each slot's propensity under it."
     ),
 ]

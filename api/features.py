@@ -23,8 +23,9 @@ EVENTS_TOTAL = n.full_name(n.USER_BEHAVIOR, n.EVENTS_TOTAL)
 RECENT_ITEMS = n.full_name(n.USER_INTEREST, n.RECENT_ITEMS)
 TOP_CATEGORIES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORIES)
 TOP_CATEGORY_SCORES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORY_SCORES)
-IMPRESSIONS_7D = n.full_name(n.ITEM_STATS, n.count_feature(n.EventType.IMPRESSION, "7d"))
-CLICKS_7D = n.full_name(n.ITEM_STATS, n.count_feature(n.EventType.CLICK, "7d"))
+EXAMINED = n.full_name(n.ITEM_FEEDBACK, n.EXAMINED)
+CLICKED = n.full_name(n.ITEM_FEEDBACK, n.CLICKED)
+FEEDBACK_AS_OF = n.full_name(n.ITEM_FEEDBACK, n.FEEDBACK_AS_OF)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
     missing = [i for i, f in zip(item_ids, found, strict=True) if f is None]
     if missing:
         online = state.store.get_online_features(
-            features=state.ranker_item_refs,
+            features=state.item_refs,
             entity_rows=[{n.ITEM_ID: i} for i in missing],
             full_feature_names=True,
         ).to_dict()
@@ -85,6 +86,18 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
         got = dict(zip(missing, fresh, strict=True))
         found = [f if f is not None else got[i] for i, f in zip(item_ids, found, strict=True)]
     return {col: [f[col] for f in found] for col in (found[0] if found else {})}  # type: ignore[union-attr]
+
+
+def feedback_now(
+    features: dict[str, list[Any]], size: int, half_life_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' (examined, clicked) [size] from item_feedback, decayed from the time
+    they were written to now (both halve every ``half_life_s``); zeros without feedback."""
+    examined, clicked = column(features, EXAMINED, size), column(features, CLICKED, size)
+    as_of = column(features, FEEDBACK_AS_OF, size)
+    age = np.clip(time.time() - as_of, 0, None)
+    factor = np.where(as_of > 0, 0.5 ** (age / half_life_s), 0.0)
+    return examined * factor, clicked * factor
 
 
 def column(features: dict[str, list[Any]], col: str, size: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 
 @dataclass
@@ -33,5 +33,24 @@ class ApiMetrics:
         )
         self.events_accepted = Counter(
             "ig_events_accepted_total", "Events written to the event stream", registry=reg
+        )
+        self.impressions_logged = Counter(
+            "ig_impressions_logged_total",
+            "Impressions (items shown by recommend/search) written to the event stream",
+            registry=reg,
+        )
+        self.impressions_dropped = Counter(
+            "ig_impressions_dropped_total",
+            "Impressions dropped: the buffer was full while the event stream was unreachable",
+            registry=reg,
+        )
+        self.impression_buffer = Gauge(
+            "ig_impression_buffer", "Impressions waiting to be written", registry=reg
+        )
+        self.clicks = Counter(
+            "ig_clicks_total",
+            "Clicks received, by whether they named an answer that showed the item",
+            ["attributed"],
+            registry=reg,
         )
         self.model_info = Info("ig_model", "The serving model artifact", registry=reg)

@@ -25,24 +25,24 @@ import numpy as np
 
 from api.bundle import NONE, TEXT, Bundle
 from api.features import (
-    CLICKS_7D,
-    IMPRESSIONS_7D,
     STORE_DOWN,
     Context,
-    column,
+    feedback_now,
     hydrate,
     live_vector,
     read_context,
 )
+from api.impressions import impression_events, new_request_id
 from api.schemas import Recommendation, Recommendations
 from api.scoring import rank_scores
-from models.explore import ExploreConfig, blend, explore_share, explore_slots
+from models.explore import ExploreConfig, choose, explore_share
 
 if TYPE_CHECKING:
     from api.state import State
 
 log = logging.getLogger(__name__)
 GNN, POPULAR, CATEGORY, SEGMENT = "gnn", "popular", "category", "segment"
+FALLBACK_POLICY = "popular_fallback"  # what a degraded answer logs as its policy
 OPEN, FALLBACK = "open", "fallback"
 
 
@@ -53,7 +53,9 @@ class Query:
     user_id: str
     k: int
     explore: str
+    policy: str
     bundle: Bundle
+    request_id: str = field(default_factory=new_request_id)
     ctx: Context = field(default_factory=Context)
     vec: np.ndarray | None = None  # [D] the user's live vector (None: nothing known)
     share: float = 0.0
@@ -69,6 +71,7 @@ class Candidates:
     scores: np.ndarray | None = None  # [N]
     order: np.ndarray | None = None  # selected positions into idx, best first (k at most)
     explored: np.ndarray | None = None  # [len(order)] bool
+    propensity: np.ndarray | None = None  # [len(order)] the policy's probability of each slot
     reasons: list[str] = field(default_factory=list)  # [len(order)]
 
 
@@ -171,13 +174,22 @@ def ranker_score(state: State, q: Query, c: Candidates) -> None:
 
 
 def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
-    """Thompson sampling over the candidates' online impressions/clicks, then the first k."""
+    """The policy's k slots over the ranked candidates (only those the filters kept), from
+    their item_feedback (examination-weighted impressions and clicks, decayed to now)."""
     ranked = np.argsort(-c.scores, kind="stable")  # type: ignore[operator]
-    imp = column(c.features, IMPRESSIONS_7D, len(c.idx))[ranked]
-    clk = column(c.features, CLICKS_7D, len(c.idx))[ranked]
-    slots = explore_slots(q.k, q.share, state.explore_cfg)
-    order, explored = blend(ranked, imp, clk, q.k, slots, state.rng)
-    c.order, c.explored = ranked[order][: q.k], explored[: q.k]
+    examined, clicked = feedback_now(
+        c.features, len(c.idx), state.settings.feedback_half_life_hours * 3600
+    )
+    slate = choose(
+        q.policy,
+        len(ranked),
+        q.k,
+        q.share,
+        state.explore_cfg,
+        state.rng,
+        (examined[ranked], clicked[ranked]),
+    )
+    c.order, c.explored, c.propensity = ranked[slate.order], slate.explored, slate.propensity
 
 
 def reasons(state: State, q: Query, c: Candidates) -> None:
@@ -199,6 +211,7 @@ def score_in_candidate_order(q: Query, c: Candidates) -> None:
 def take_k_unexplored(q: Query, c: Candidates) -> None:
     c.order = np.argsort(-c.scores, kind="stable")[: q.k]  # type: ignore[operator]
     c.explored = np.zeros(len(c.order), dtype=bool)
+    c.propensity = np.ones(len(c.order))
 
 
 def plain_reasons(q: Query, c: Candidates) -> None:
@@ -221,12 +234,24 @@ HYDRATE = Unit("hydrate", hydrate_features, FALLBACK)
 SCORE = Unit("score", ranker_score, skipped=score_in_candidate_order)
 SELECT = Unit("select", explore_and_take_k, skipped=take_k_unexplored)
 DECORATE = Unit("decorate", reasons, skipped=plain_reasons)
-SIDE_EFFECTS: tuple[Unit, ...] = ()  # e.g. impression logging: never on the answer's path
 
 
-def recommend(state: State, user_id: str, k: int, explore: str) -> Recommendations:
+def log_impressions(state: State, q: Query, c: Candidates, response: Recommendations) -> None:
+    """Queue what was shown for the event stream (api.impressions: written off this path)."""
+    if state.impressions is not None:
+        shown = [(r.item_id, r.category, r.explored, r.propensity) for r in response.items]
+        state.impressions.add(impression_events(q.request_id, q.user_id, response.policy, shown))
+
+
+SIDE_EFFECTS = (Unit("impressions", log_impressions),)  # never on the answer's path
+
+
+def recommend(
+    state: State, user_id: str, k: int, explore: str, policy: str | None = None
+) -> Recommendations:
     bundle = state.bundle  # one reference: a reload mid-request does not mix two models
-    q, t = Query(user_id, k, explore, bundle), Timer()  # type: ignore[arg-type]
+    q = Query(user_id, k, explore, policy or state.settings.policy, bundle)  # type: ignore[arg-type]
+    t = Timer()
     try:
         with t.stage("query"):
             for unit in QUERY_HYDRATORS:
@@ -238,7 +263,10 @@ def recommend(state: State, user_id: str, k: int, explore: str) -> Recommendatio
         with t.stage("hydrate"):
             _attempt(state, HYDRATE, q, c)
     except Degraded:
-        return fallback(bundle, user_id, k, t)  # type: ignore[arg-type]
+        response = fallback(bundle, user_id, k, t, q.request_id)  # type: ignore[arg-type]
+        for unit in SIDE_EFFECTS:
+            _attempt(state, unit, q, None, response)
+        return response
     for stage in (SCORE, SELECT, DECORATE):
         with t.stage(stage.name):
             if not _attempt(state, stage, q, c)[0] and stage.skipped is not None:
@@ -290,7 +318,9 @@ def _filter(state: State, q: Query, c: Candidates) -> None:
 
 def _response(q: Query, c: Candidates, t: Timer) -> Recommendations:
     items = []
-    for j, ex, reason in zip(c.order.tolist(), c.explored.tolist(), c.reasons, strict=True):  # type: ignore[union-attr]
+    slots = (c.order, c.explored, c.propensity)
+    chosen = zip(*(a.tolist() for a in slots), c.reasons, strict=True)  # type: ignore[union-attr]
+    for j, ex, prop, reason in chosen:
         ix = int(c.idx[j])
         item_id, title, category = q.bundle.item(ix)
         items.append(
@@ -300,12 +330,15 @@ def _response(q: Query, c: Candidates, t: Timer) -> Recommendations:
                 category=category,
                 score=round(float(c.scores[j]), 6),  # type: ignore[index]
                 explored=ex,
+                propensity=round(prop, 6),
                 sources=c.sources[j],
                 reason=reason,
             )
         )
     return Recommendations(
+        request_id=q.request_id,
         user_id=q.user_id,
+        policy=q.policy if q.share > 0 else "greedy",
         known=q.user_id in q.bundle.users or q.ctx.events_total > 0,
         degraded=False,
         model_version=q.bundle.version,
@@ -324,7 +357,9 @@ def resolve_share(param: str, history_len: float, cfg: ExploreConfig) -> float:
     return min(float(param), cfg.max_share)
 
 
-def fallback(bundle: Bundle, user_id: str, k: int, t: Timer) -> Recommendations:
+def fallback(
+    bundle: Bundle, user_id: str, k: int, t: Timer, request_id: str | None = None
+) -> Recommendations:
     """Redis unreachable: popular items across categories, minus what the user bought."""
     with t.stage("fallback"):
         seen = set(bundle.seen_idx(user_id).tolist())
@@ -340,12 +375,15 @@ def fallback(bundle: Bundle, user_id: str, k: int, t: Timer) -> Recommendations:
                     category=category,
                     score=round(float(bundle.popularity[ix]) / top, 6),
                     explored=False,
+                    propensity=1.0,
                     sources=[POPULAR],
                     reason=f"popular in {category}" if category else "popular right now",
                 )
             )
     return Recommendations(
+        request_id=request_id or new_request_id(),
         user_id=user_id,
+        policy=FALLBACK_POLICY,
         known=user_id in bundle.users,
         degraded=True,
         model_version=bundle.version,

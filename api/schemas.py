@@ -48,12 +48,21 @@ class Recommendation(BaseModel):
     category: str | None
     score: float = Field(description="Ranker probability (or the retrieval score without one).")
     explored: bool = Field(description="Placed by the explore policy rather than by its score.")
+    propensity: float = Field(
+        description="The probability with which the policy put this item in this slot, given "
+        "the slots before it (1.0: decided by score alone)."
+    )
     sources: list[str] = Field(description="Candidate sources: gnn, popular, category, segment.")
     reason: str
 
 
 class Recommendations(BaseModel):
+    request_id: str = Field(
+        description="Names this answer: send it with a click (POST /v1/events) so the click is "
+        "attributed to the slot it came from."
+    )
     user_id: str
+    policy: str = Field(description="The explore/exploit policy that chose the items.")
     known: bool = Field(description="The user has a trained embedding or live history.")
     degraded: bool = Field(description="Redis was unreachable: popularity fallback served.")
     model_version: str | None
@@ -99,6 +108,7 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    request_id: str = Field(description="Names this answer (see Recommendations.request_id).")
     query: str
     user_id: str | None
     degraded: bool
@@ -133,6 +143,11 @@ class EventIn(BaseModel):
     value: float = 1.0
     session_id: Id | None = None
     category_id: Id | None = None
+    request_id: Id | None = Field(
+        None,
+        description="The request_id of the recommend/search answer the item was shown in: the "
+        "event is attributed to that impression (its position, policy and propensity).",
+    )
 
     @field_validator("value")
     @classmethod

@@ -16,11 +16,14 @@ from api.features import (
     live_vector,
     read_context,
 )
+from api.impressions import impression_events, new_request_id
 from api.schemas import ItemScore, ScoreResponse, SearchHit, SearchResponse
 from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
 
 if TYPE_CHECKING:
     from api.state import State
+
+SEARCH = "search"  # the "policy" of a search answer's impressions: by score, no exploration
 
 
 def rank_scores(
@@ -123,4 +126,10 @@ def search(
                 reason=reason,
             )
         )
-    return SearchResponse(query=q, user_id=user_id, degraded=degraded, items=hits)
+    request_id = new_request_id()
+    if user_id is not None and state.impressions is not None:  # who saw them: known users only
+        shown = [(h.item_id, h.category, False, 1.0) for h in hits]
+        state.impressions.add(impression_events(request_id, user_id, SEARCH, shown))
+    return SearchResponse(
+        request_id=request_id, query=q, user_id=user_id, degraded=degraded, items=hits
+    )

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from api.bundle import Bundle
 from api.cache import ItemFeatureCache
+from api.impressions import ImpressionLog
 from api.metrics import ApiMetrics
 from core import names as n
 from core.redis_server import redis_client
@@ -41,7 +42,11 @@ class State:
         self.store = open_store(settings)
         self.profile_service = self.store.get_feature_service(n.PROFILE_V1)
         ranker_service = self.store.get_feature_service(n.RANKER_V1)
-        self.ranker_item_refs = service_refs(ranker_service, n.ITEM_ID)
+        policy_service = self.store.get_feature_service(n.POLICY_V1)
+        # One online read per request for every item feature: the ranker's and the policy's.
+        self.item_refs = service_refs(ranker_service, n.ITEM_ID) + service_refs(
+            policy_service, n.ITEM_ID
+        )
         self.item_cache = ItemFeatureCache(settings.item_feature_ttl_s)
         missing = set(service_refs(ranker_service, n.USER_ID)) - set(
             service_refs(self.profile_service, n.USER_ID)
@@ -53,6 +58,17 @@ class State:
         self.explore_cfg = ExploreConfig()
         self.rng = np.random.default_rng()
         self.metrics = ApiMetrics()
+        self.impressions = (
+            ImpressionLog(
+                redis_client(settings, timeout=2.0),
+                settings.events_stream,
+                self.metrics,
+                settings.impression_buffer,
+                settings.request_ttl_s,
+            )
+            if settings.log_impressions
+            else None
+        )
         self._reload_lock = threading.Lock()
         self._last_degraded_log = 0.0
         self.bundle: Bundle | None = None
@@ -81,6 +97,11 @@ class State:
             self.metrics.model_info.info({"version": bundle.version, "path": str(bundle.path)})
             log.info("serving model %s (previous: %s)", bundle.version, previous)
             return bundle.version, previous
+
+    def close(self) -> None:
+        """Shutdown: write the impressions still buffered (a short wait at most)."""
+        if self.impressions is not None:
+            self.impressions.close()
 
     def store_lost(self, exc: BaseException, route: str | None = None) -> None:
         """The online store is unreachable: count the degraded response of ``route`` (if it

@@ -89,6 +89,14 @@ def _measure(call: Callable[[requests.Session, int], requests.Response], n_users
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), rps, errors
 
 
+def _counters(url: str, name: str) -> int:
+    """The value of a counter on a Prometheus ``/metrics`` page."""
+    for line in requests.get(url, timeout=5).text.splitlines():
+        if line.startswith(f"{name} "):
+            return int(float(line.split()[1]))
+    raise KeyError(f"{name} not on {url}")
+
+
 def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     from api.bundle import Bundle
     from api.fuzz import fuzz
@@ -100,15 +108,18 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     env = _env(settings, artifacts)
     api_port, uncached_port, feast_port = free_port(), free_port(), free_port()
 
-    def start_api(port: int, ttl_s: float) -> subprocess.Popen:
+    def start_api(port: int, ttl_s: float, log: bool = True) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
              str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"],
-            cwd=ROOT, env={**env, "IG_ITEM_FEATURE_TTL_S": str(ttl_s)},
+            cwd=ROOT, env={**env, "IG_ITEM_FEATURE_TTL_S": str(ttl_s),
+                           "IG_LOG_IMPRESSIONS": str(log).lower()},
         )  # fmt: skip
 
+    nolog_port = free_port()
     api = start_api(api_port, settings.item_feature_ttl_s)
     uncached = start_api(uncached_port, 0)
+    nolog = start_api(nolog_port, settings.item_feature_ttl_s, log=False)
     feast = subprocess.Popen(
         [str(Path(sys.executable).parent / "feast"), "serve", "--port", str(feast_port),
          "--workers", "1", "--max-requests", "0", "--no-access-log"],
@@ -120,6 +131,7 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         base, feast_base = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{feast_port}"
         _wait(f"{base}/ready", api)
         _wait(f"http://127.0.0.1:{uncached_port}/ready", uncached)
+        _wait(f"http://127.0.0.1:{nolog_port}/ready", nolog)
         _wait(f"{feast_base}/health", feast)
 
         def recommend_at(port: int) -> Callable[[requests.Session, int], requests.Response]:
@@ -142,6 +154,10 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         f50, f99, frps, ferrors = _measure(feast_read, len(users))
         p50, p99, rps, errors = _measure(recommend_at(api_port), len(users))
         u50, u99, urps, uerrors = _measure(recommend_at(uncached_port), len(users))
+        n50, n99, nrps, _ = _measure(recommend_at(nolog_port), len(users))
+        time.sleep(1.0)  # the impression log writes every 50 ms
+        logged = _counters(f"{base}/metrics", "ig_impressions_logged_total")
+        dropped = _counters(f"{base}/metrics", "ig_impressions_dropped_total")
         out |= {
             "api_recommend_p50_ms": round(p50, 3),
             "api_recommend_p99_ms": round(p99, 3),
@@ -160,6 +176,15 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
             "api_over_feast_server_p50": round(p50 / f50, 3),
             "api_uncached_over_feast_server_p50": round(u50 / f50, 3),
             "api_load_clients": LOAD_CLIENTS,
+            # The same API without impression logging (IG_LOG_IMPRESSIONS=false): the cost of
+            # the log is the ratio (target: within 10%).
+            "api_recommend_nolog_p50_ms": round(n50, 3),
+            "api_recommend_nolog_p99_ms": round(n99, 3),
+            "api_recommend_nolog_rps": round(nrps, 1),
+            "api_logging_over_nolog_p50": round(p50 / n50, 3),
+            "api_logging_over_nolog_p99": round(p99 / n99, 3),
+            "impressions_logged": logged,
+            "impressions_dropped": dropped,
         }
         print(f"api: {json.dumps(out)}", flush=True)
         report = fuzz(base, API_KEY, max_examples=25)
@@ -171,7 +196,7 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         for line in report.server_errors[:5]:
             print(f"fuzz 5xx: {line}", file=sys.stderr)
     finally:
-        for proc in (api, uncached, feast):
+        for proc in (api, uncached, nolog, feast):
             proc.terminate()
             try:
                 proc.wait(timeout=20)

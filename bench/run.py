@@ -8,6 +8,7 @@ the configured dataset in a temporary folder, and measures, in the same run:
 - the live job: events/second with one worker and with two processes, the Bytewax
   pass-through ceiling over the same source, and freshness at a fixed offered rate;
 - the scoring API against ``feast serve`` (bench/api_bench.py), API fuzzing, bandit replay.
+- off-policy estimates (IPW, SNIPS, DR) of Bernoulli-TS's CTR on the Open Bandit Dataset.
 Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
 """
 
@@ -191,6 +192,9 @@ def main() -> int:
             results["api_model"] = (artifacts / "latest").resolve().name
             results |= bandit_figures(get_settings(), artifacts)
             results |= api_figures(get_settings(), artifacts)
+            from models.ope import obd_figures  # off-policy estimates on OBD: about a second
+
+            results |= obd_figures(get_settings().shared_data_dir)
         finally:
             if proc is not None:
                 proc.terminate()

@@ -12,6 +12,14 @@ EVENT_TIMESTAMP = "event_timestamp"
 VALUE = "value"
 SESSION_ID = "session_id"
 CATEGORY_ID = "category_id"
+# What the API adds to the events it writes (impressions) and attributes (clicks): which
+# answer (request_id), where in it (position, 0 = first), under which policy, and the exact
+# probability with which that policy put the item there (propensity).
+REQUEST_ID = "request_id"
+POSITION = "position"
+POLICY = "policy"
+PROPENSITY = "propensity"
+EXPLORED = "explored"
 # Feature rows: a per-entity version that breaks ties between rows with the same event time.
 CREATED_TIMESTAMP = "created_timestamp"
 
@@ -79,6 +87,7 @@ ITEM = "item"
 USER_BEHAVIOR = "user_behavior"
 USER_INTEREST = "user_interest"
 ITEM_STATS = "item_stats"
+ITEM_FEEDBACK = "item_feedback"
 
 EVENTS_TOTAL = "events_total"
 COUNT_BUCKETS = "count_buckets"  # stored; windowed counts are computed from it at read time
@@ -88,6 +97,13 @@ TOP_CATEGORIES = "top_categories"
 TOP_CATEGORY_SCORES = "top_category_scores"
 RECENT_ITEMS = "recent_items"
 LAST_EVENT_TS = "last_event_ts"
+# item_feedback: what the explore policy learns from (stream.steps.Feedback). Impressions
+# count by how likely a shopper was to look at their position (examination), so an item
+# shown low is not blamed for clicks it could not get; both sums decay with a half-life.
+EXAMINED = "examined"  # decayed sum of the examination probabilities of its impressions
+CLICKED = "clicked"  # decayed clicks
+FEEDBACK_AS_OF = "feedback_as_of_s"  # the time (unix s) both sums are decayed to
+CTR_DEBIASED = "ctr_debiased"  # clicked / examined (read time: unchanged by decay)
 
 # Stored features (what the dataflow writes and Feast serves) ...
 USER_BEHAVIOR_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
@@ -98,6 +114,7 @@ USER_INTEREST_FEATURES: list[str] = [
     LAST_EVENT_TS,
 ]
 ITEM_STATS_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
+ITEM_FEEDBACK_FEATURES: list[str] = [EXAMINED, CLICKED, FEEDBACK_AS_OF]
 # ... and the windowed features every reader computes from count_buckets at its read time
 # (core.windows.add_read_time_columns): true when read, never stale.
 READ_TIME_FEATURES: dict[str, list[str]] = {
@@ -109,11 +126,13 @@ VIEW_ENTITY_KEY: dict[str, str] = {
     USER_BEHAVIOR: USER_ID,
     USER_INTEREST: USER_ID,
     ITEM_STATS: ITEM_ID,
+    ITEM_FEEDBACK: ITEM_ID,
 }
 VIEW_FEATURES: dict[str, list[str]] = {
     USER_BEHAVIOR: USER_BEHAVIOR_FEATURES,
     USER_INTEREST: USER_INTEREST_FEATURES,
     ITEM_STATS: ITEM_STATS_FEATURES,
+    ITEM_FEEDBACK: ITEM_FEEDBACK_FEATURES,
 }
 
 # The backfill's record (in the offline store's folder) of the log it turned into features:
@@ -123,6 +142,7 @@ BACKFILL_MANIFEST = "_backfill.json"
 # Feature services: one per consumer; never edited once a model depends on one (add _v2).
 RANKER_V1 = "ranker_v1"
 PROFILE_V1 = "profile_v1"
+POLICY_V1 = "policy_v1"
 
 
 def full_name(view: str, feature: str) -> str:

@@ -50,6 +50,8 @@ FEATURE_TYPES: dict[str, pa.DataType] = {
     n.RECENT_ITEMS: pa.list_(pa.string()),
     n.TOP_CATEGORY_SCORES: pa.list_(pa.float64()),
     n.COUNT_BUCKETS: pa.string(),  # core.windows: text, for Dask's sake
+    n.EXAMINED: pa.float64(),
+    n.CLICKED: pa.float64(),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Events this much older than their user's latest event go to the dead letters.",
     )
+    position_bias_eta: float = Field(
+        1.0,
+        ge=0,
+        description="Examination of slot p (0 = first) is (1 + p) ** -eta: how much less an "
+        "impression low in a list counts in an item's debiased click-through rate.",
+    )
+    feedback_half_life_hours: float = Field(
+        168.0, gt=0, description="Half-life of an item's impressions and clicks (item_feedback)."
+    )
     history_batch_rows: int = Field(
         50_000, ge=1, description="Live job: history rows replayed per batch when it rebuilds."
     )
@@ -80,6 +90,21 @@ class Settings(BaseSettings):
         1.0, ge=0, description="API: reuse an item's online features this long (0: always read)."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
+    policy: Literal["greedy", "epsilon_greedy", "thompson"] = Field(
+        "thompson", description="Default explore/exploit policy of /v1/recommend (?policy=)."
+    )
+    log_impressions: bool = Field(
+        True, description="Write what /v1/recommend and /v1/search show to the event stream."
+    )
+    impression_buffer: int = Field(
+        100_000,
+        ge=1,
+        description="Impressions held while Redis is unreachable; beyond it the oldest are "
+        "dropped (counted: ig_impressions_dropped_total).",
+    )
+    request_ttl_s: int = Field(
+        86_400, ge=60, description="How long a click can be attributed to the answer it came from."
+    )
 
     @model_validator(mode="after")
     def _future_within_lateness(self) -> Settings:

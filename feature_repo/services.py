@@ -1,7 +1,7 @@
 """Feature services: one per consumer. Never edit one a model depends on; add _v2 instead."""
 
 from feast import FeatureService
-from views import item_stats, user_behavior, user_interest
+from views import item_feedback, item_stats, user_behavior, user_interest
 
 from core import names as n
 
@@ -14,4 +14,9 @@ profile_v1 = FeatureService(
     name=n.PROFILE_V1,
     features=[user_behavior, user_interest],
     description="A shopper's profile: behaviour counts, top categories, recent items.",
+)
+policy_v1 = FeatureService(
+    name=n.POLICY_V1,
+    features=[item_feedback],
+    description="The explore/exploit policy's per-item feedback (API, online).",
 )

@@ -19,6 +19,7 @@ def _file_source(view: str) -> FileSource:
 user_behavior_source = _file_source(n.USER_BEHAVIOR)
 user_interest_source = _file_source(n.USER_INTEREST)
 item_stats_source = _file_source(n.ITEM_STATS)
+item_feedback_source = _file_source(n.ITEM_FEEDBACK)
 
 user_behavior_push = PushSource(
     name=n.push_source_name(n.USER_BEHAVIOR), batch_source=user_behavior_source
@@ -27,3 +28,6 @@ user_interest_push = PushSource(
     name=n.push_source_name(n.USER_INTEREST), batch_source=user_interest_source
 )
 item_stats_push = PushSource(name=n.push_source_name(n.ITEM_STATS), batch_source=item_stats_source)
+item_feedback_push = PushSource(
+    name=n.push_source_name(n.ITEM_FEEDBACK), batch_source=item_feedback_source
+)

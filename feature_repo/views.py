@@ -6,7 +6,12 @@ import pyarrow as pa
 from entities import item, user
 from feast import FeatureView, Field
 from feast.types import Array, Float64, Int64, String
-from sources import item_stats_push, user_behavior_push, user_interest_push
+from sources import (
+    item_feedback_push,
+    item_stats_push,
+    user_behavior_push,
+    user_interest_push,
+)
 
 from core import names as n
 from core.schema import feature_type
@@ -56,4 +61,11 @@ item_stats = _view(
     item,
     item_stats_push,
     "Per-item popularity: age buckets (-> 24h/7d/30d counts, conversion, CTR at read time).",
+)
+item_feedback = _view(
+    n.ITEM_FEEDBACK,
+    item,
+    item_feedback_push,
+    "Per-item impressions weighted by how likely their slot is looked at, and clicks, both "
+    "decayed: what the explore policy learns from (API impressions and attributed clicks).",
 )

@@ -1,15 +1,41 @@
-"""Explore/exploit: Thompson sampling over per-item impressions and clicks, and its offline replay.
+"""Explore/exploit policies with exact propensities, and their offline replay.
 
-The policy keeps the top of the ranking (exploit) and fills a bounded share of the slots with the
-candidates whose sampled click-through rate, Beta(1 + clicks, 1 + impressions - clicks), is
-highest (explore). The share adapts per user: thin histories explore more, rich ones less.
+A response of ``k`` slots keeps the top of the ranking (exploit) and gives a bounded share of
+the slots to exploration. The share adapts per user: thin histories explore more, rich ones
+less. Policies, under the same budget (the share):
+
+- ``greedy``: the first ``k`` by score, nothing explored;
+- ``epsilon_greedy``: each slot, with probability *share*, a uniformly drawn unused candidate,
+  else the best unused one;
+- ``thompson``: the first ``k - n`` by score stay; ``n`` slots (spread through the list) get
+  candidates drawn by Thompson sampling over each item's Beta(1 + clicks, 1 + examined -
+  clicks) posterior (the stream's item_feedback);
+- ``contextual``: the same slots, drawn by linear Thompson sampling (Agrawal & Goyal, ICML
+  2013), one model per item over the request's context (:func:`context_vectors`: history
+  length, whether the item is in one of the shopper's top categories, hour of day, device): each
+  item's click model ``x . theta`` has the posterior N(A^-1 b, v^2 A^-1), A = lambda I + the
+  examination-weighted sum of its impressions' x x^T, b the sum of its clicks' x (the stream
+  keeps both in item_feedback, decayed like the counts).
+
+Every slot carries its **propensity**: the exact probability with which the policy put that
+item there, given the slots it had filled before. For Thompson sampling that probability has no
+closed form, so the policy estimates each candidate's chance of winning a draw (``draws``
+Monte Carlo draws, mixed with a uniform floor so that every candidate keeps some chance) and
+then *samples from that estimate*: the probability it samples from is known exactly, and that
+is what it logs. Off-policy estimators (models.ope) divide by it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL = "greedy", "epsilon_greedy", "thompson", "contextual"
+POLICIES = (GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL)
+DEVICES = ("desktop", "mobile", "tablet")
+CONTEXT_DIM = 6  # bias, history, top-category match, hour (sin, cos), mobile-or-tablet
 
 
 @dataclass(frozen=True)
@@ -17,7 +43,21 @@ class ExploreConfig:
     max_share: float = 0.3  # never more than this share of a response is exploration
     min_share: float = 0.05
     half_history: float = 20.0  # a user with this many events gets the mid-point share
-    epsilon: float = 0.1  # the epsilon-greedy baseline's per-slot exploration probability
+    draws: int = 128  # Monte Carlo draws that estimate Thompson sampling's choice probabilities
+    floor: float = 0.05  # share of an explore draw spread uniformly (every candidate possible)
+    ridge: float = 1.0  # lambda: the contextual policy's prior precision
+    noise: float = 0.25  # v: the contextual policy's posterior scale
+
+
+@dataclass(frozen=True)
+class Slate:
+    """What a policy chose, slot by slot: ``order`` [k] indices into the candidates (given best
+    score first), ``explored`` [k] placed by exploration, ``propensity`` [k] the probability of
+    that choice given the earlier slots (1.0 for a slot no chance decided)."""
+
+    order: np.ndarray
+    explored: np.ndarray
+    propensity: np.ndarray
 
 
 def explore_share(history_len: float, cfg: ExploreConfig) -> float:
@@ -33,46 +73,159 @@ def explore_slots(k: int, share: float, cfg: ExploreConfig) -> int:
     return int(np.floor(k * min(max(share, 0.0), cfg.max_share) + 1e-9))
 
 
-def thompson_sample(
-    impressions: np.ndarray, clicks: np.ndarray, rng: np.random.Generator
+def beta_posterior(examined: np.ndarray, clicked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Beta(1 + clicks, 1 + examined - clicks) parameters [N] (missing values: no feedback)."""
+    exa = np.clip(np.nan_to_num(np.asarray(examined, dtype=np.float64)), 0, None)
+    clk = np.clip(np.nan_to_num(np.asarray(clicked, dtype=np.float64)), 0, None)
+    return 1.0 + clk, 1.0 + np.clip(exa - clk, 0, None)
+
+
+def choice_probs(draws: np.ndarray, floor: float) -> np.ndarray:
+    """Draws [M, N] -> how often each of N candidates had the highest draw [N], mixed with a
+    uniform ``floor`` (sums to 1)."""
+    m, size = draws.shape
+    wins = np.bincount(np.argmax(draws, axis=1), minlength=size) / m
+    return (1.0 - floor) * wins + floor / size
+
+
+def thompson_probs(
+    alpha: np.ndarray, beta: np.ndarray, cfg: ExploreConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """One draw per item [N] from Beta(1 + clicks, 1 + impressions - clicks)."""
-    imp = np.nan_to_num(np.asarray(impressions, dtype=np.float64))
-    clk = np.clip(np.nan_to_num(np.asarray(clicks, dtype=np.float64)), 0, None)
-    return rng.beta(1.0 + clk, 1.0 + np.clip(imp - clk, 0, None))
+    """Thompson sampling's probability [N] of choosing each candidate (Monte Carlo + floor)."""
+    return choice_probs(rng.beta(alpha, beta, size=(cfg.draws, len(alpha))), cfg.floor)
 
 
-def blend(
-    ranked: np.ndarray,
-    impressions: np.ndarray,
+def context_vectors(
+    history_len: float, top_match: np.ndarray, hour: float, device: str | None
+) -> np.ndarray:
+    """The contextual policy's features [N, CONTEXT_DIM] for N candidates of one request:
+    1, log-scaled history length (1 at 1,000 events), the item is in one of the shopper's top
+    categories (``top_match`` [N]), hour of day on the circle, a mobile or tablet device."""
+    size = len(top_match)
+    angle = 2 * np.pi * (hour % 24) / 24
+    shared = [
+        1.0,
+        min(np.log1p(max(history_len, 0.0)) / np.log1p(1000.0), 1.0),
+        0.0,
+        np.sin(angle),
+        np.cos(angle),
+        float(device in ("mobile", "tablet")),
+    ]
+    x = np.tile(np.array(shared), (size, 1))
+    x[:, 2] = np.asarray(top_match, dtype=np.float64)
+    return x
+
+
+def linear_probs(
+    x: np.ndarray,
+    gram: np.ndarray,
     clicks: np.ndarray,
+    cfg: ExploreConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Linear Thompson sampling's probability [N] of choosing each candidate: x [N, D] their
+    contexts, gram [N, D, D] the examination-weighted sum of x x^T of their impressions,
+    clicks [N, D] the sum of x of their clicks. The draw of x . theta is N(x A^-1 b,
+    v^2 x A^-1 x) with A = ridge I + gram."""
+    size, dim = x.shape
+    a = gram + cfg.ridge * np.eye(dim)
+    solved = np.linalg.solve(a, np.stack([clicks, x], axis=-1))  # [N, D, 2]: A^-1 b, A^-1 x
+    mean = np.einsum("nd,nd->n", x, solved[..., 0])
+    std = cfg.noise * np.sqrt(np.clip(np.einsum("nd,nd->n", x, solved[..., 1]), 0, None))
+    draws = mean + std * rng.standard_normal((cfg.draws, size))
+    return choice_probs(draws, cfg.floor)
+
+
+def greedy(n: int, k: int) -> Slate:
+    take = min(n, k)
+    return Slate(np.arange(take), np.zeros(take, bool), np.ones(take))
+
+
+def epsilon_greedy(n: int, k: int, eps: float, rng: np.random.Generator) -> Slate:
+    """Each slot: with probability ``eps`` a uniformly drawn unused candidate, else the best
+    unused one. Propensity of slot j's item: (1 - eps) [it is the best unused] + eps / unused."""
+    unused = np.ones(n, dtype=bool)
+    order, explored, prop = [], [], []
+    for _ in range(min(n, k)):
+        free = np.flatnonzero(unused)
+        best = int(free[0])
+        roll = rng.random() < eps
+        j = int(rng.choice(free)) if roll else best
+        order.append(j)
+        explored.append(roll)
+        prop.append((1.0 - eps) * (j == best) + eps / len(free))
+        unused[j] = False
+    return Slate(np.array(order, np.int64), np.array(explored, bool), np.array(prop))
+
+
+def thompson(
+    n: int,
     k: int,
     n_explore: int,
+    probs_of: Callable[[np.ndarray], np.ndarray],
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Order candidates [N] (given best-score first) for a ``k``-slot response.
-
-    The first ``k - n_explore`` by score stay; ``n_explore`` of the rest, chosen by Thompson
-    sampling, are spread evenly through the first ``k`` slots; the remainder follows in score
-    order (for later filtering). ``impressions``/``clicks`` align with ``ranked``.
-    Returns (order [N] of indices into ``ranked``, explored [N] bool).
-    """
-    n = len(ranked)
+) -> Slate:
+    """The first ``k - n_explore`` candidates by score stay; ``n_explore`` of the rest are drawn
+    one after another from ``probs_of(rest)`` (renormalised over what is left) and spread
+    evenly through the list. ``probs_of``: candidate indices [R] -> choice probabilities [R]."""
     n_explore = max(0, min(n_explore, k))
     keep = min(k - n_explore, n)
     n_explore = min(n_explore, n - keep)
-    rest = np.arange(keep, n)
-    picks = np.zeros(0, dtype=np.int64)
+    order = list(range(keep))
+    explored = [False] * keep
+    prop = [1.0] * keep
     if n_explore:
-        theta = thompson_sample(impressions[rest], clicks[rest], rng)
-        picks = rest[np.argsort(-theta, kind="stable")[:n_explore]]
-    head = list(range(keep))
-    slots = np.linspace(0, keep + n_explore, n_explore + 2)[1:-1].round().astype(int)
-    for slot, pick in zip(slots, picks, strict=True):
-        head.insert(int(slot), int(pick))
-    tail = np.setdiff1d(rest, picks, assume_unique=True)
-    order = np.concatenate([np.array(head, dtype=np.int64), tail])
-    return order, np.isin(order, picks)
+        rest = np.arange(keep, n)
+        p = probs_of(rest)
+        slots = np.linspace(0, keep + n_explore, n_explore + 2)[1:-1].round().astype(int)
+        for slot in slots.tolist():
+            j = int(rng.choice(len(rest), p=p / p.sum()))
+            order.insert(slot, int(rest[j]))
+            explored.insert(slot, True)
+            prop.insert(slot, float(p[j] / p.sum()))
+            p[j] = 0.0
+    return Slate(np.array(order, np.int64), np.array(explored, bool), np.array(prop))
+
+
+def choose(
+    policy: str,
+    n: int,
+    k: int,
+    share: float,
+    cfg: ExploreConfig,
+    rng: np.random.Generator,
+    feedback: tuple[np.ndarray, np.ndarray] | None = None,
+    linear: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Slate:
+    """Run ``policy`` over ``n`` candidates given best score first; ``feedback``: their
+    (examined, clicked) [n] for Thompson sampling (None: no feedback yet); ``linear``: their
+    (contexts [n, D], gram [n, D, D], clicks [n, D]) for the contextual policy."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+    if policy == GREEDY or share <= 0:
+        return greedy(n, k)
+    if policy == EPSILON_GREEDY:
+        return epsilon_greedy(n, k, min(share, cfg.max_share), rng)
+    if policy == CONTEXTUAL:
+        if linear is None:
+            raise ValueError("the contextual policy needs the candidates' contexts")
+        x, gram, clicks = linear
+        return thompson(
+            n,
+            k,
+            explore_slots(k, share, cfg),
+            lambda rest: linear_probs(x[rest], gram[rest], clicks[rest], cfg, rng),
+            rng,
+        )
+    examined, clicked = feedback if feedback is not None else (np.zeros(n), np.zeros(n))
+    alpha, beta = beta_posterior(examined, clicked)
+    return thompson(
+        n,
+        k,
+        explore_slots(k, share, cfg),
+        lambda rest: thompson_probs(alpha[rest], beta[rest], cfg, rng),
+        rng,
+    )
 
 
 # -- offline replay ------------------------------------------------------------------------
@@ -85,7 +238,7 @@ def replay(
     cfg: ExploreConfig,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Simulate greedy, epsilon-greedy and Thompson sampling on held-out interactions.
+    """Simulate each policy on held-out interactions.
 
     Each round is (candidates best-score first [N], items the user went on to interact with,
     the user's history length). A policy shows ``k`` of the candidates; every shown item is an
@@ -94,26 +247,25 @@ def replay(
     reward per round, and catalogue coverage (distinct items shown / catalogue size).
     """
     out: dict[str, dict[str, float]] = {}
-    for policy in ("greedy", "epsilon_greedy", "thompson"):
+    for policy in POLICIES:
         rng = np.random.default_rng(seed)
-        imp = np.zeros(n_items)
-        clk = np.zeros(n_items)
+        shown_n, clicks = np.zeros(n_items), np.zeros(n_items)
+        gram = np.zeros((n_items, CONTEXT_DIM, CONTEXT_DIM))
+        clicks_x = np.zeros((n_items, CONTEXT_DIM))
         shown: set[int] = set()
         reward = 0.0
         for cands, truth, history_len in rounds:
-            if policy == "greedy":
-                slate = cands[:k]
-            elif policy == "epsilon_greedy":
-                slate = _epsilon_greedy(cands, k, cfg.epsilon, rng)
-            else:
-                share = explore_share(history_len, cfg)
-                order, _ = blend(
-                    cands, imp[cands], clk[cands], k, explore_slots(k, share, cfg), rng
-                )
-                slate = cands[order[:k]]
+            share = explore_share(history_len, cfg)
+            x = context_vectors(history_len, np.zeros(len(cands)), 12.0, None)
+            feedback = (shown_n[cands], clicks[cands])
+            linear = (x, gram[cands], clicks_x[cands])
+            chosen = choose(policy, len(cands), k, share, cfg, rng, feedback, linear).order
+            slate = cands[chosen]
             hits = np.array([i in truth for i in slate], dtype=bool)
-            imp[slate] += 1
-            clk[slate[hits]] += 1
+            shown_n[slate] += 1
+            clicks[slate[hits]] += 1
+            gram[slate] += np.einsum("nd,ne->nde", x[chosen], x[chosen])
+            clicks_x[slate[hits]] += x[chosen][hits]
             reward += float(hits.sum())
             shown.update(int(i) for i in slate)
         out[policy] = {
@@ -122,20 +274,3 @@ def replay(
             "coverage": len(shown) / n_items,
         }
     return out
-
-
-def _epsilon_greedy(cands: np.ndarray, k: int, eps: float, rng: np.random.Generator) -> np.ndarray:
-    """Each slot: with probability ``eps`` a random unused candidate, else the next best."""
-    slate: list[int] = []
-    used = np.zeros(len(cands), dtype=bool)
-    best = 0
-    for _ in range(min(k, len(cands))):
-        if rng.random() < eps and (~used).sum() > 1:
-            j = int(rng.choice(np.flatnonzero(~used)))
-        else:
-            while used[best]:
-                best += 1
-            j = best
-        used[j] = True
-        slate.append(int(cands[j]))
-    return np.array(slate, dtype=np.int64)

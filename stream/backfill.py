@@ -115,6 +115,8 @@ def run_backfill(
         bar.close()
     ended = time.perf_counter()
     seconds = ended - started
+    for view in n.VIEW_FEATURES:  # a view no event fed (item_feedback: no impressions) exists
+        (staging / view).mkdir(parents=True, exist_ok=True)
     _write_manifest(staging, events_path, total)
     for final, stage in ((offline_dir, staging), (dead_letter_dir, dead_staging)):
         _swap_in(stage, final)

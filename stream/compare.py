@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from core import names as n
+from core.schema import feature_row_schema
 from core.settings import Settings
 
 
@@ -19,6 +20,8 @@ def visible_rows(folder: Path, view: str) -> pd.DataFrame:
     """Offline rows of ``view`` under ``folder`` as Feast sees them: the latest version per
     (entity, event time), without the version column, lists as Python lists."""
     key = n.VIEW_ENTITY_KEY[view]
+    if not any((folder / view).glob("*.parquet")):  # a view no event fed (yet)
+        return feature_row_schema(view).empty_table().to_pandas().drop(columns=n.CREATED_TIMESTAMP)
     frame = ds.dataset(folder / view, format="parquet").to_table().to_pandas()
     frame = frame.sort_values([key, n.EVENT_TIMESTAMP, n.CREATED_TIMESTAMP])
     frame = frame.drop_duplicates([key, n.EVENT_TIMESTAMP], keep="last")
@@ -47,6 +50,8 @@ def online_differences(settings: Settings, reference: Path) -> list[str]:
     for view in n.VIEW_FEATURES:
         key = n.VIEW_ENTITY_KEY[view]
         latest = visible_rows(reference, view).drop_duplicates(key, keep="last")
+        if latest.empty:  # no entity to compare (a view no event fed)
+            continue
         online: dict[str, list[Any]] = store.get_online_features(
             features=[f"{view}:{f}" for f in n.VIEW_FEATURES[view]],
             entity_rows=[{key: k} for k in latest[key]],

@@ -50,7 +50,12 @@ def default_params(settings: Settings | None = None) -> FeatureParams:
     """The feature knobs of ``settings`` (default: the process settings)."""
     s = settings or get_settings()
     return FeatureParams(
-        s.recent_items_n, s.top_categories_n, s.affinity_half_life_hours, s.allowed_lateness_s
+        s.recent_items_n,
+        s.top_categories_n,
+        s.affinity_half_life_hours,
+        s.allowed_lateness_s,
+        s.position_bias_eta,
+        s.feedback_half_life_hours,
     )
 
 

@@ -38,6 +38,8 @@ class Event:
     # History replayed to rebuild state (stream.live): it updates state and emits no rows,
     # because its rows are in the offline store (and online) already.
     replay: bool = False
+    # Where an impression was shown (0 = first slot); None: not known (not from the API).
+    position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,18 @@ def _opt_str(value: Any) -> str | None:
     return text or None
 
 
+def _slot(value: Any) -> int | None | DeadLetter:
+    """A position (0 = first slot): None or NaN is "not known"; a whole float (a log column
+    with gaps) is taken as its integer; anything else is refused."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return DeadLetter(f"position is not a slot number (0, 1, ...): {value!r}", value)
+    return value
+
+
 def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event | DeadLetter:
     """A canonical event mapping -> :class:`Event`, or a :class:`DeadLetter` saying why not."""
     if not isinstance(raw, Mapping):
@@ -99,6 +113,9 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         return DeadLetter(f"value is not a number: {value!r}", raw)
     if math.isnan(value):
         value = 1.0
+    position = _slot(raw.get(n.POSITION))
+    if isinstance(position, DeadLetter):
+        return DeadLetter(position.reason, raw)
     return Event(
         ids[n.USER_ID],
         ids[n.ITEM_ID],
@@ -109,6 +126,7 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         _opt_str(raw.get(n.CATEGORY_ID)),
         _opt_str(raw.get(STREAM_ID)),
         bool(raw.get(REPLAY)),
+        position,
     )
 
 
@@ -184,9 +202,43 @@ class UserState:
     recent: list[str] = field(default_factory=list)  # most recent first, distinct
 
 
+def examination(position: int | None, eta: float) -> float:
+    """How likely a shopper is to look at slot ``position`` (0 = first) at all, relative to
+    the first: ``(1 + position) ** -eta``, the position-based click model's power-law form
+    (Joachims et al., "Unbiased Learning-to-Rank with Biased Feedback", WSDM 2017). An
+    impression without a position counts as fully examined."""
+    return 1.0 if position is None else (1.0 + position) ** -eta
+
+
+@dataclass
+class Feedback:
+    """An item's impressions weighted by examination, and its clicks, both halving every
+    ``half_life_us`` (the item_feedback view). ``clicked / examined`` is the item's
+    position-debiased click-through rate (clicks over expected clicks); decay scales both
+    sums alike, so it is the same at any read time."""
+
+    half_life_us: int
+    examined: float = 0.0
+    clicked: float = 0.0
+    as_of_us: int = 0
+
+    def add(self, examined: float, clicked: float, ts_us: int) -> None:
+        if ts_us > self.as_of_us:
+            factor = 0.5 ** ((ts_us - self.as_of_us) / self.half_life_us)
+            self.examined *= factor
+            self.clicked *= factor
+            self.as_of_us = ts_us
+        else:  # a late event counts decayed to the current time
+            factor = 0.5 ** ((self.as_of_us - ts_us) / self.half_life_us)
+            examined, clicked = examined * factor, clicked * factor
+        self.examined += examined
+        self.clicked += clicked
+
+
 @dataclass
 class ItemState:
     counts: WindowCounts
+    feedback: Feedback | None = None  # from the first impression or click on
 
 
 @dataclass(frozen=True)
@@ -197,6 +249,8 @@ class FeatureParams:
     top_categories_n: int = 5
     affinity_half_life_hours: float = 168.0
     allowed_lateness_s: float = 3600.0
+    position_bias_eta: float = 1.0  # examination (1 + position) ** -eta
+    feedback_half_life_hours: float = 168.0
 
 
 CREATED_OFFSET_US = 86_400 * US
@@ -315,10 +369,10 @@ def user_features(
 def item_features(
     state: ItemState | None, event: Event, params: FeatureParams | None = None
 ) -> tuple[ItemState, list[FeatureRow] | DeadLetter]:
-    """Update an item's popularity counts with one event; emit its ``item_stats`` row (none
-    for a replayed event), or a dead letter if the event is late for this item. Its windowed
-    counts, conversion and CTR are computed at read time from ``count_buckets``
-    (:func:`core.windows.read_time_features`)."""
+    """Update an item's popularity counts with one event; emit its ``item_stats`` row (and for
+    an impression or click its ``item_feedback`` row; none for a replayed event), or a dead
+    letter if the event is late for this item. Its windowed counts, conversion and CTR are
+    computed at read time from ``count_buckets`` (:func:`core.windows.read_time_features`)."""
     params = params or FeatureParams()
     if state is None:
         state = ItemState(WindowCounts(dict(n.ITEM_WINDOWS)))
@@ -328,15 +382,38 @@ def item_features(
         if late is not None:
             return state, late
     state.counts.add(event.event_type, event.ts_us)
+    feedback = _feedback(state, event, params)
     if event.replay:
         return state, []
     now = state.counts.latest_us
     ts, created = _stamps(now, state.counts.total)
+    key = {n.ITEM_ID: event.item_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created}
     row = {
-        n.ITEM_ID: event.item_id,
-        n.EVENT_TIMESTAMP: ts,
-        n.CREATED_TIMESTAMP: created,
+        **key,
         n.COUNT_BUCKETS: state.counts.buckets(now),
         n.EVENTS_TOTAL: state.counts.total,
     }
-    return state, [(n.ITEM_STATS, row)]
+    if feedback is None:
+        return state, [(n.ITEM_STATS, row)]
+    learned = {
+        **key,
+        n.EXAMINED: round(feedback.examined, 9),
+        n.CLICKED: round(feedback.clicked, 9),
+        n.FEEDBACK_AS_OF: feedback.as_of_us // US,
+    }
+    return state, [(n.ITEM_STATS, row), (n.ITEM_FEEDBACK, learned)]
+
+
+def _feedback(state: ItemState, event: Event, params: FeatureParams) -> Feedback | None:
+    """Add an impression (weighted by its examination) or a click to the item's feedback;
+    ``None`` for other events (the feedback row is written only when it changes)."""
+    if event.event_type == n.EventType.IMPRESSION:
+        add = (examination(event.position, params.position_bias_eta), 0.0)
+    elif event.event_type == n.EventType.CLICK:
+        add = (0.0, 1.0)
+    else:
+        return None
+    if state.feedback is None:
+        state.feedback = Feedback(int(params.feedback_half_life_hours * 3600 * US))
+    state.feedback.add(*add, event.ts_us)
+    return state.feedback

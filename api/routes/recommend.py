@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import BundleDep, Explore, K, StateDep, UserPath
+from api.deps import BundleDep, Explore, K, Policy, StateDep, UserPath
 from api.recommend import recommend as run_recommend
 from api.schemas import Recommendations, ScoreRequest, ScoreResponse, SearchResponse
 from api.scoring import score_items
@@ -20,12 +20,17 @@ router = APIRouter(prefix="/v1", tags=["recommend"])
 
 @router.get("/recommend/{user_id}", response_model=Recommendations)
 def recommend(
-    state: StateDep, bundle: BundleDep, user_id: UserPath, k: K = 20, explore: Explore = "auto"
+    state: StateDep,
+    bundle: BundleDep,
+    user_id: UserPath,
+    k: K = 20,
+    explore: Explore = "auto",
+    policy: Policy = None,
 ) -> Recommendations:
     """Ranked items with scores and reasons: query → candidates → filter → hydrate → score →
     select → decorate. Unknown users get the cold-start path; Redis down → popularity with
-    ``degraded: true``."""
-    return run_recommend(state, user_id, k, explore)
+    ``degraded: true``. What is shown is logged as impressions under ``request_id``."""
+    return run_recommend(state, user_id, k, explore, policy)
 
 
 @router.post("/score", response_model=ScoreResponse)

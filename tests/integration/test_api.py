@@ -1,6 +1,8 @@
 """The scoring API over a real Feast project, a real Redis and a model trained on the slice."""
 
 import json
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -16,6 +18,7 @@ from core.redis_server import RedisServer, free_port, redis_client
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
+AUTH = {"X-API-Key": KEY}
 STAGES = {"query", "candidates", "filter", "hydrate", "score", "select", "decorate"}
 
 
@@ -27,6 +30,7 @@ def settings(feast_project, trained):
             "api_key": SecretStr(KEY),
             "events_stream": "test:api:events",
             "max_body_bytes": 64_000,
+            "log_impressions": False,  # test_impressions_* log to streams of their own
         }
     )
 
@@ -219,11 +223,70 @@ def test_reload_needs_the_key_and_swaps_the_model(client, trained):
     assert r.status_code == 404
 
 
+def logged(bus, stream, request_id, count, timeout_s=10.0):
+    """The impression events of answer ``request_id`` once ``count`` are on ``stream``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = [json.loads(f[b"event"]) for _, f in bus.xrange(stream, "-", "+")]
+        mine = [e for e in events if e.get(n.REQUEST_ID) == request_id]
+        if len(mine) >= count or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
+
+
+def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, artifact):
+    own = settings.model_copy(
+        update={"log_impressions": True, "events_stream": f"test:imp:{uuid.uuid4().hex[:8]}"}
+    )
+    bus = redis_client(own)
+    user = busiest_user(artifact)
+    with TestClient(create_app(own)) as c:
+        body = c.get(f"/v1/recommend/{user}", params={"k": 10, "explore": "0.3"}).json()
+        assert body["policy"] == "thompson" and len(body["request_id"]) == 32
+        items = body["items"]
+        explored = [i for i in items if i["explored"]]
+        assert len(explored) == 3 and all(0 < i["propensity"] < 1 for i in explored)
+        assert all(i["propensity"] == 1.0 for i in items if not i["explored"])
+        shown = logged(bus, own.events_stream, body["request_id"], 10)
+        assert [(e[n.ITEM_ID], e[n.POSITION], e[n.PROPENSITY], e[n.EXPLORED]) for e in shown] == [
+            (i["item_id"], p, i["propensity"], i["explored"]) for p, i in enumerate(items)
+        ]
+        assert {e[n.EVENT_TYPE] for e in shown} == {"impression"}
+        assert {e[n.USER_ID] for e in shown} == {user}
+
+        click = {"user_id": user, "item_id": items[3]["item_id"], "event_type": "click"}
+        r = c.post("/v1/events", json={**click, "request_id": body["request_id"]}, headers=AUTH)
+        assert r.status_code == 202
+        _, fields = bus.xrange(own.events_stream, r.json()["ids"][0], r.json()["ids"][0])[0]
+        written = json.loads(fields[b"event"])
+        assert (written[n.POSITION], written[n.POLICY], written[n.PROPENSITY]) == (
+            3,
+            "thompson",
+            items[3]["propensity"],
+        )
+        before = bus.xlen(own.events_stream)
+        stray = {**click, "item_id": "never-shown", "request_id": body["request_id"]}
+        r = c.post("/v1/events", json={"events": [click, stray]}, headers=AUTH)
+        assert r.status_code == 422 and "event(s) [1]" in r.json()["detail"]
+        assert bus.xlen(own.events_stream) == before  # nothing of the batch is written
+
+        greedy = c.get(f"/v1/recommend/{user}", params={"k": 5, "policy": "greedy"}).json()
+        assert greedy["policy"] == "greedy" and not any(i["explored"] for i in greedy["items"])
+        hits = c.get("/v1/search", params={"q": "heart", "user_id": user, "k": 4}).json()
+        assert [e[n.POLICY] for e in logged(bus, own.events_stream, hits["request_id"], 4)] == [
+            "search"
+        ] * 4
+        metrics = c.get("/metrics").text
+        assert "ig_impressions_logged_total 19.0" in metrics
+        assert 'ig_clicks_total{attributed="true"} 1.0' in metrics
+
+
 def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, artifact):
-    """A Redis of its own: up -> down (200, degraded) -> up again (recovered by itself)."""
+    """A Redis of its own: up -> down (200, degraded) -> up again (recovered by itself). What
+    was shown while it was down is logged once it is back."""
     server = RedisServer(free_port(), tmp_path)
     server.start()
-    own = settings.model_copy(update={"redis_port": server.port})
+    own = settings.model_copy(update={"redis_port": server.port, "log_impressions": True})
     user = busiest_user(artifact)
     try:
         with TestClient(create_app(own)) as c:
@@ -233,6 +296,7 @@ def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, arti
             assert r.status_code == 200
             body = r.json()
             assert body["degraded"] is True and len(body["items"]) == 10
+            assert body["policy"] == "popular_fallback"
             assert c.get("/ready").status_code == 503
             assert c.get("/v1/search", params={"q": "heart", "user_id": user}).json()["degraded"]
             assert c.post("/v1/score", json={"user_id": user, "items": ["x"]}).status_code == 200
@@ -240,6 +304,9 @@ def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, arti
             server.start()
             assert c.get(f"/v1/recommend/{user}").json()["degraded"] is False
             assert "ig_degraded_total" in c.get("/metrics").text
+            kept = logged(redis_client(own), own.events_stream, body["request_id"], 10)
+            assert [e[n.POSITION] for e in kept] == list(range(10))
+            assert "ig_impressions_dropped_total 0.0" in c.get("/metrics").text
     finally:
         server.stop(save=False)
         settings.export_feast_env()

@@ -32,6 +32,9 @@ def test_online_values_equal_latest_offline_values(feast_project):
     settings = feast_project.settings
     store = open_store(settings)
     for view in n.VIEW_FEATURES:
+        if not any((settings.offline_dir / view).glob("*.parquet")):
+            assert view == n.ITEM_FEEDBACK  # Online Retail logs no impressions (API-fed)
+            continue
         expected = latest_offline(settings, view)
         key = n.VIEW_ENTITY_KEY[view]
         sample = expected.sample(n=min(40, len(expected)), random_state=7)

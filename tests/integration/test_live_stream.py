@@ -321,3 +321,30 @@ def test_an_event_23h_ahead_stalls_no_other_shopper(feast_project, tmp_path):
         assert dead == dead_users, name
         assert delivered(settings) == (len(normal) + 1, 0)
     feast_project.settings.export_feast_env()
+
+
+def test_impressions_and_clicks_feed_item_feedback_live_as_in_a_backfill(project, feast_project):
+    """The API's impressions (with their slot) and clicks go through the same dataflow: the
+    item_feedback rows live equal a backfill's, online too, and weigh each impression by
+    how likely its slot is looked at."""
+    events = slice_of_events(feast_project).iloc[:300].reset_index(drop=True)
+    shown = events.iloc[::10].assign(**{n.EVENT_TYPE: "impression", n.VALUE: 1.0})
+    shown[n.POSITION] = [i % 5 for i in range(len(shown))]
+    clicked = shown.iloc[::3].assign(**{n.EVENT_TYPE: "click"}).drop(columns=n.POSITION)
+    log = pd.concat([events, shown, clicked]).sort_values(n.EVENT_TIMESTAMP, kind="stable")
+    log = log.reset_index(drop=True)
+    messages = [
+        {k: v for k, v in m.items() if not (k == n.POSITION and pd.isna(v))}
+        for m in as_messages(log)
+    ]
+    for m in messages:
+        if n.POSITION in m:
+            m[n.POSITION] = int(m[n.POSITION])
+    publish(redis_client(project), project.events_stream, messages)
+    run_main(live_flow(project, idle_stop_s=1.0))
+    backfilled = assert_equals_backfill(project, log)
+    assert_online_equals(project, backfilled)
+    feedback = visible_rows(backfilled, n.ITEM_FEEDBACK).drop_duplicates(n.ITEM_ID, keep="last")
+    assert len(feedback) == shown[n.ITEM_ID].nunique()
+    assert feedback[n.EXAMINED].sum() < len(shown)  # slots below the first count for less
+    assert feedback[n.CLICKED].sum() == pytest.approx(len(clicked), rel=0.05)  # decay: hours

@@ -113,7 +113,7 @@ STATE = SimpleNamespace(settings=SimpleNamespace(candidates_gnn=10, candidates_o
 
 def test_filter_drops_bought_recent_and_unavailable(bundle):
     ctx = Context({f"{n.USER_INTEREST}__{n.RECENT_ITEMS}": ["i3"]})
-    q = rec.Query("mug-lover", 5, "off", bundle, ctx)
+    q = rec.Query("mug-lover", 5, "off", "thompson", bundle, ctx=ctx)
     mask = rec.filter_seen(None, q, np.arange(8)) & rec.filter_unavailable(None, q, np.arange(8))
     assert np.flatnonzero(~mask).tolist() == [0, 3, 7]
 
@@ -125,14 +125,14 @@ def test_fallback_serves_popular_minus_bought_and_says_degraded(bundle):
 
 
 def test_candidates_for_a_new_user_without_history_are_popular_across_categories(bundle):
-    cands = rec._gather(STATE, rec.Query("newcomer", 5, "auto", bundle))
+    cands = rec._gather(STATE, rec.Query("newcomer", 5, "auto", "thompson", bundle))
     assert [bundle.categories[r] for r in cands.idx] == ["mug", "bag", "mug", "bag"]
     assert all(s == ["popular"] for s in cands.sources)
 
 
 def test_new_shopper_with_known_demographics_gets_their_segments_favourites(bundle):
     assert bundle.user_segments == {"stranger": [("country", "NL")], "mug-lover": []}
-    cands = rec._gather(STATE, rec.Query("stranger", 5, "auto", bundle))
+    cands = rec._gather(STATE, rec.Query("stranger", 5, "auto", "thompson", bundle))
     assert cands.idx[:2].tolist() == [4, 3]  # i7 is unavailable
     assert "segment" in cands.sources[0] and "segment" in cands.sources[1]
     reason = rec.explain(

@@ -207,7 +207,8 @@ def test_impressions_and_clicks_give_item_ctr_but_no_user_interest():
         ("impression", 3),
         ("click", 4),
     ):
-        state, [(_, row)] = item_features(state, ev(etype=etype, t=t))
+        state, [(_, row), (view, _)] = item_features(state, ev(etype=etype, t=t))
+        assert view == n.ITEM_FEEDBACK
     counts = read(n.ITEM_STATS, row)
     assert (counts["impressions_7d"], counts["clicks_7d"], counts[n.CTR_7D]) == (4, 1, 0.25)
     ustate, rows = user_rows(None, ev(etype="impression", item="shown"), FeatureParams())
@@ -235,3 +236,48 @@ def test_affinity_ranking_kept_incrementally_equals_a_full_sort():
     weakest.add("b", 5.0, 10 * H * US)
     weakest.add("c", 1.0, 0)  # late: decayed below the others, then evicted
     assert weakest.top(2) == [("a", 5.0), ("b", 5.0)]
+
+
+def shown(item="i1", t=0, position=None, etype="impression"):
+    return Event("u1", item, etype, t * US, position=position)
+
+
+def test_item_feedback_counts_impressions_by_how_likely_their_slot_is_looked_at():
+    """Two impressions at slot 0 examine 2; at slot 3 (eta 1) 0.25 each: an item shown low
+    is not blamed for clicks nobody looked for."""
+    params = FeatureParams(position_bias_eta=1.0)
+    top = low = None
+    for t in range(2):
+        top, _ = item_features(top, shown("top", t, position=0), params)
+        low, rows = item_features(low, shown("low", t, position=3), params)
+    low, rows = item_features(low, shown("low", 2, etype="click"), params)
+    top, _ = item_features(top, shown("top", 2, etype="click"), params)
+    feedback = dict(rows)[n.ITEM_FEEDBACK]
+    assert feedback[n.EXAMINED] == pytest.approx(0.5, rel=1e-4)
+    assert feedback[n.CLICKED] == pytest.approx(1.0, rel=1e-4)
+    assert feedback[n.FEEDBACK_AS_OF] == 2
+    # Same clicks, same impressions: the item shown low has the higher debiased CTR.
+    assert low.feedback.clicked / low.feedback.examined == pytest.approx(
+        4 * top.feedback.clicked / top.feedback.examined
+    )
+
+
+def test_item_feedback_decays_with_its_half_life_and_only_changes_on_feedback():
+    params = FeatureParams(feedback_half_life_hours=1.0)
+    state, rows = item_features(None, shown(t=0, position=0), params)
+    state, rows = item_features(state, shown(t=3600, etype="click"), params)
+    feedback = dict(rows)[n.ITEM_FEEDBACK]
+    assert (feedback[n.EXAMINED], feedback[n.CLICKED]) == (pytest.approx(0.5), 1.0)
+    state, rows = item_features(state, shown(t=3601, etype="view"), params)
+    assert [view for view, _ in rows] == [n.ITEM_STATS]  # a view is no feedback
+
+
+def test_parse_event_reads_the_slot_of_an_impression_and_refuses_a_bad_one():
+    raw = {"user_id": "u", "item_id": "i", "event_type": "impression", "event_timestamp": 5}
+    assert parse_event({**raw, "position": 3}).position == 3
+    assert parse_event(raw).position is None
+    assert parse_event({**raw, "position": float("nan")}).position is None
+    assert parse_event({**raw, "position": 2.0}).position == 2  # a log column with gaps
+    for bad in (-1, "2", 1.5, True):
+        dead = parse_event({**raw, "position": bad})
+        assert isinstance(dead, DeadLetter) and "position" in dead.reason
