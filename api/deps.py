@@ -50,9 +50,16 @@ Explore = Annotated[
     ),
 ]
 Policy = Annotated[
-    Literal["greedy", "epsilon_greedy", "thompson"] | None,
+    Literal["greedy", "epsilon_greedy", "thompson", "contextual"] | None,
     Query(
         description="Explore/exploit policy (default: IG_POLICY). models.explore says how each "
         "explores; every answer logs each slot's propensity under it."
+    ),
+]
+Device = Annotated[
+    Literal["desktop", "mobile", "tablet"] | None,
+    Query(
+        description="The shopper's device, when the client knows it (context of the "
+        "contextual policy)."
     ),
 ]

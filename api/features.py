@@ -12,6 +12,7 @@ import redis
 
 from api.bundle import Bundle
 from core import names as n
+from core.feedback import decode_linear
 from core.windows import add_read_time_columns
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ TOP_CATEGORY_SCORES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORY_SCORES)
 EXAMINED = n.full_name(n.ITEM_FEEDBACK, n.EXAMINED)
 CLICKED = n.full_name(n.ITEM_FEEDBACK, n.CLICKED)
 FEEDBACK_AS_OF = n.full_name(n.ITEM_FEEDBACK, n.FEEDBACK_AS_OF)
+LINEAR_STATS = n.full_name(n.ITEM_FEEDBACK, n.LINEAR_STATS)
 
 
 @dataclass
@@ -88,16 +90,32 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
     return {col: [f[col] for f in found] for col in (found[0] if found else {})}  # type: ignore[union-attr]
 
 
+def _decay(features: dict[str, list[Any]], size: int, half_life_s: float) -> np.ndarray:
+    """Per candidate [size]: how much of its item_feedback is left now (0 without any)."""
+    as_of = column(features, FEEDBACK_AS_OF, size)
+    age = np.clip(time.time() - as_of, 0, None)
+    return np.where(as_of > 0, 0.5 ** (age / half_life_s), 0.0)
+
+
 def feedback_now(
     features: dict[str, list[Any]], size: int, half_life_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The candidates' (examined, clicked) [size] from item_feedback, decayed from the time
     they were written to now (both halve every ``half_life_s``); zeros without feedback."""
     examined, clicked = column(features, EXAMINED, size), column(features, CLICKED, size)
-    as_of = column(features, FEEDBACK_AS_OF, size)
-    age = np.clip(time.time() - as_of, 0, None)
-    factor = np.where(as_of > 0, 0.5 ** (age / half_life_s), 0.0)
+    factor = _decay(features, size, half_life_s)
     return examined * factor, clicked * factor
+
+
+def linear_now(
+    features: dict[str, list[Any]], size: int, half_life_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' contextual sums, decayed to now: (gram [size, D, D], clicks [size, D])."""
+    stored = features.get(LINEAR_STATS, [None] * size)
+    pairs = [decode_linear(text) for text in stored]
+    factor = _decay(features, size, half_life_s)
+    gram = np.stack([g for g, _ in pairs]) * factor[:, None, None]
+    return gram, np.stack([c for _, c in pairs]) * factor[:, None]
 
 
 def column(features: dict[str, list[Any]], col: str, size: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from core.bus import EVENT_FIELD
 
 log = logging.getLogger(__name__)
 REQUEST_KEY = "ig:request:{}"  # hash: item id -> JSON {position, policy, explored, propensity}
-SHOWN = (n.POSITION, n.POLICY, n.EXPLORED, n.PROPENSITY)
+SHOWN = (n.POSITION, n.POLICY, n.EXPLORED, n.PROPENSITY, n.CONTEXT)
 
 
 def request_key(request_id: str) -> str:
@@ -43,10 +43,13 @@ def impression_events(
     user_id: str,
     policy: str,
     shown: list[tuple[str, str | None, bool, float]],
+    contexts: list[list[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One ``impression`` event per shown (item id, category, explored, propensity), in the
-    order shown (position 0 first), stamped now."""
+    order shown (position 0 first), stamped now; ``contexts``: each item's context features
+    (models.explore.context_vectors), which the contextual policy learns from."""
     now = datetime.now(UTC).isoformat()
+    contexts = contexts or [None] * len(shown)  # type: ignore[list-item]
     return [
         {
             n.USER_ID: user_id,
@@ -60,8 +63,11 @@ def impression_events(
             n.POLICY: policy,
             n.EXPLORED: explored,
             n.PROPENSITY: round(propensity, 6),
+            n.CONTEXT: context,
         }
-        for position, (item_id, category, explored, propensity) in enumerate(shown)
+        for position, ((item_id, category, explored, propensity), context) in enumerate(
+            zip(shown, contexts, strict=True)
+        )
     ]
 
 
@@ -164,7 +170,7 @@ def attribution(
     client: redis.Redis, log_: ImpressionLog | None, request_id: str, item_id: str
 ) -> dict[str, Any] | None:
     """How ``item_id`` was shown in answer ``request_id`` ({position, policy, explored,
-    propensity}), or None if that answer did not show it (or is older than the TTL)."""
+    propensity, context}), or None if that answer did not show it (or is older than the TTL)."""
     if log_ is not None and (event := log_.pending(request_id, item_id)) is not None:
         return {k: event[k] for k in SHOWN}
     raw = client.hget(request_key(request_id), item_id)

@@ -29,13 +29,14 @@ from api.features import (
     Context,
     feedback_now,
     hydrate,
+    linear_now,
     live_vector,
     read_context,
 )
 from api.impressions import impression_events, new_request_id
 from api.schemas import Recommendation, Recommendations
 from api.scoring import rank_scores
-from models.explore import ExploreConfig, choose, explore_share
+from models.explore import CONTEXTUAL, ExploreConfig, choose, context_vectors, explore_share
 
 if TYPE_CHECKING:
     from api.state import State
@@ -56,8 +57,10 @@ class Query:
     policy: str
     bundle: Bundle
     request_id: str = field(default_factory=new_request_id)
+    device: str | None = None
     ctx: Context = field(default_factory=Context)
     vec: np.ndarray | None = None  # [D] the user's live vector (None: nothing known)
+    history: float = 0.0  # events known of the user (online, or bought in training)
     share: float = 0.0
 
 
@@ -72,6 +75,7 @@ class Candidates:
     order: np.ndarray | None = None  # selected positions into idx, best first (k at most)
     explored: np.ndarray | None = None  # [len(order)] bool
     propensity: np.ndarray | None = None  # [len(order)] the policy's probability of each slot
+    context: np.ndarray | None = None  # [len(order), CONTEXT_DIM] each slot's context features
     reasons: list[str] = field(default_factory=list)  # [len(order)]
 
 
@@ -113,8 +117,8 @@ def user_vector(state: State, q: Query) -> None:
 
 
 def exploration_share(state: State, q: Query) -> None:
-    seen = len(q.bundle.seen_idx(q.user_id))
-    q.share = resolve_share(q.explore, max(q.ctx.events_total, seen), state.explore_cfg)
+    q.history = max(q.ctx.events_total, len(q.bundle.seen_idx(q.user_id)))
+    q.share = resolve_share(q.explore, q.history, state.explore_cfg)
 
 
 # -- candidate sources: each returns catalogue indices ----------------------------------------
@@ -175,21 +179,31 @@ def ranker_score(state: State, q: Query, c: Candidates) -> None:
 
 def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
     """The policy's k slots over the ranked candidates (only those the filters kept), from
-    their item_feedback (examination-weighted impressions and clicks, decayed to now)."""
+    their item_feedback (examination-weighted impressions and clicks, and the contextual sums,
+    decayed to now) and the request's context."""
     ranked = np.argsort(-c.scores, kind="stable")  # type: ignore[operator]
-    examined, clicked = feedback_now(
-        c.features, len(c.idx), state.settings.feedback_half_life_hours * 3600
-    )
+    size, half_life_s = len(c.idx), state.settings.feedback_half_life_hours * 3600
+    examined, clicked = feedback_now(c.features, size, half_life_s)
+    tops = set(q.ctx.top_categories)
+    match = np.array([q.bundle.categories[i] in tops for i in c.idx.tolist()], dtype=float)
+    hour = (time.time() % 86_400) / 3600  # UTC
+    x = context_vectors(q.history, match, hour, q.device)[ranked]
+    linear = None
+    if q.policy == CONTEXTUAL:
+        gram, clicks_x = linear_now(c.features, size, half_life_s)
+        linear = (x, gram[ranked], clicks_x[ranked])
     slate = choose(
         q.policy,
-        len(ranked),
+        size,
         q.k,
         q.share,
         state.explore_cfg,
         state.rng,
         (examined[ranked], clicked[ranked]),
+        linear,
     )
     c.order, c.explored, c.propensity = ranked[slate.order], slate.explored, slate.propensity
+    c.context = x[slate.order]
 
 
 def reasons(state: State, q: Query, c: Candidates) -> None:
@@ -236,21 +250,32 @@ SELECT = Unit("select", explore_and_take_k, skipped=take_k_unexplored)
 DECORATE = Unit("decorate", reasons, skipped=plain_reasons)
 
 
-def log_impressions(state: State, q: Query, c: Candidates, response: Recommendations) -> None:
+def log_impressions(
+    state: State, q: Query, c: Candidates | None, response: Recommendations
+) -> None:
     """Queue what was shown for the event stream (api.impressions: written off this path)."""
     if state.impressions is not None:
         shown = [(r.item_id, r.category, r.explored, r.propensity) for r in response.items]
-        state.impressions.add(impression_events(q.request_id, q.user_id, response.policy, shown))
+        context = c.context if c is not None and c.context is not None else None
+        contexts = None if context is None else np.round(context, 4).tolist()
+        events = impression_events(q.request_id, q.user_id, response.policy, shown, contexts)
+        state.impressions.add(events)
 
 
 SIDE_EFFECTS = (Unit("impressions", log_impressions),)  # never on the answer's path
 
 
 def recommend(
-    state: State, user_id: str, k: int, explore: str, policy: str | None = None
+    state: State,
+    user_id: str,
+    k: int,
+    explore: str,
+    policy: str | None = None,
+    device: str | None = None,
 ) -> Recommendations:
     bundle = state.bundle  # one reference: a reload mid-request does not mix two models
-    q = Query(user_id, k, explore, policy or state.settings.policy, bundle)  # type: ignore[arg-type]
+    policy = policy or state.settings.policy
+    q = Query(user_id, k, explore, policy, bundle, device=device)  # type: ignore[arg-type]
     t = Timer()
     try:
         with t.stage("query"):

@@ -20,6 +20,8 @@ POSITION = "position"
 POLICY = "policy"
 PROPENSITY = "propensity"
 EXPLORED = "explored"
+CONTEXT = "context"  # the request's context features for that item (models.explore)
+CONTEXT_DIM = 6  # their length: bias, history, top-category match, hour sin/cos, device
 # Feature rows: a per-entity version that breaks ties between rows with the same event time.
 CREATED_TIMESTAMP = "created_timestamp"
 
@@ -104,6 +106,9 @@ EXAMINED = "examined"  # decayed sum of the examination probabilities of its imp
 CLICKED = "clicked"  # decayed clicks
 FEEDBACK_AS_OF = "feedback_as_of_s"  # the time (unix s) both sums are decayed to
 CTR_DEBIASED = "ctr_debiased"  # clicked / examined (read time: unchanged by decay)
+# The contextual policy's per-item sums (core.feedback): impressions' examination-weighted
+# x x^T and clicks' x over their contexts x, decayed like the counts.
+LINEAR_STATS = "linear_stats"
 
 # Stored features (what the dataflow writes and Feast serves) ...
 USER_BEHAVIOR_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
@@ -114,7 +119,7 @@ USER_INTEREST_FEATURES: list[str] = [
     LAST_EVENT_TS,
 ]
 ITEM_STATS_FEATURES: list[str] = [COUNT_BUCKETS, EVENTS_TOTAL]
-ITEM_FEEDBACK_FEATURES: list[str] = [EXAMINED, CLICKED, FEEDBACK_AS_OF]
+ITEM_FEEDBACK_FEATURES: list[str] = [EXAMINED, CLICKED, FEEDBACK_AS_OF, LINEAR_STATS]
 # ... and the windowed features every reader computes from count_buckets at its read time
 # (core.windows.add_read_time_columns): true when read, never stale.
 READ_TIME_FEATURES: dict[str, list[str]] = {

@@ -52,6 +52,7 @@ FEATURE_TYPES: dict[str, pa.DataType] = {
     n.COUNT_BUCKETS: pa.string(),  # core.windows: text, for Dask's sake
     n.EXAMINED: pa.float64(),
     n.CLICKED: pa.float64(),
+    n.LINEAR_STATS: pa.string(),  # core.feedback: text, like count_buckets
 }
 
 

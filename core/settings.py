@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         1.0, ge=0, description="API: reuse an item's online features this long (0: always read)."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
-    policy: Literal["greedy", "epsilon_greedy", "thompson"] = Field(
+    policy: Literal["greedy", "epsilon_greedy", "thompson", "contextual"] = Field(
         "thompson", description="Default explore/exploit policy of /v1/recommend (?policy=)."
     )
     log_impressions: bool = Field(

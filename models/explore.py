@@ -32,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.names import CONTEXT_DIM
+
 GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL = "greedy", "epsilon_greedy", "thompson", "contextual"
 POLICIES = (GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL)
 DEVICES = ("desktop", "mobile", "tablet")
-CONTEXT_DIM = 6  # bias, history, top-category match, hour (sin, cos), mobile-or-tablet
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from core import names as n
 from core.bus import INVALID, REPLAY, STREAM_ID
+from core.feedback import encode_linear
 from core.windows import bucket_events, encode_buckets
 
 US = 1_000_000
@@ -40,6 +43,9 @@ class Event:
     replay: bool = False
     # Where an impression was shown (0 = first slot); None: not known (not from the API).
     position: int | None = None
+    # The request's context features for the item (core.names.CONTEXT_DIM numbers; the API
+    # adds them to impressions and attributed clicks); None: not known.
+    context: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,20 @@ def _slot(value: Any) -> int | None | DeadLetter:
     return value
 
 
+def _context(value: Any) -> tuple[float, ...] | None | DeadLetter:
+    """Context features: None (or NaN from a log column) is "not known"; else exactly
+    ``CONTEXT_DIM`` finite numbers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != n.CONTEXT_DIM or not all(math.isfinite(v) for v in out):
+        return DeadLetter(f"context is not {n.CONTEXT_DIM} finite numbers: {value!r}", value)
+    return out
+
+
 def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event | DeadLetter:
     """A canonical event mapping -> :class:`Event`, or a :class:`DeadLetter` saying why not."""
     if not isinstance(raw, Mapping):
@@ -116,6 +136,9 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
     position = _slot(raw.get(n.POSITION))
     if isinstance(position, DeadLetter):
         return DeadLetter(position.reason, raw)
+    context = _context(raw.get(n.CONTEXT))
+    if isinstance(context, DeadLetter):
+        return DeadLetter(context.reason, raw)
     return Event(
         ids[n.USER_ID],
         ids[n.ITEM_ID],
@@ -127,6 +150,7 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         _opt_str(raw.get(STREAM_ID)),
         bool(raw.get(REPLAY)),
         position,
+        context,
     )
 
 
@@ -221,18 +245,36 @@ class Feedback:
     examined: float = 0.0
     clicked: float = 0.0
     as_of_us: int = 0
+    # The contextual policy's sums over events with a context (core.feedback): examination-
+    # weighted x x^T of impressions [D, D] and x of clicks [D]; None until the first one.
+    gram: np.ndarray | None = None
+    clicks_x: np.ndarray | None = None
 
-    def add(self, examined: float, clicked: float, ts_us: int) -> None:
+    def add(
+        self, examined: float, clicked: float, ts_us: int, context: tuple[float, ...] | None
+    ) -> None:
         if ts_us > self.as_of_us:
             factor = 0.5 ** ((ts_us - self.as_of_us) / self.half_life_us)
             self.examined *= factor
             self.clicked *= factor
+            if self.gram is not None:
+                self.gram *= factor
+                self.clicks_x *= factor
             self.as_of_us = ts_us
         else:  # a late event counts decayed to the current time
             factor = 0.5 ** ((self.as_of_us - ts_us) / self.half_life_us)
             examined, clicked = examined * factor, clicked * factor
         self.examined += examined
         self.clicked += clicked
+        if context is not None:
+            x = np.asarray(context)
+            if self.gram is None:
+                self.gram, self.clicks_x = np.zeros((len(x), len(x))), np.zeros(len(x))
+            self.gram += examined * np.outer(x, x)
+            self.clicks_x += clicked * x
+
+    def linear_stats(self) -> str:
+        return "" if self.gram is None else encode_linear(self.gram, self.clicks_x)
 
 
 @dataclass
@@ -400,6 +442,7 @@ def item_features(
         n.EXAMINED: round(feedback.examined, 9),
         n.CLICKED: round(feedback.clicked, 9),
         n.FEEDBACK_AS_OF: feedback.as_of_us // US,
+        n.LINEAR_STATS: feedback.linear_stats(),
     }
     return state, [(n.ITEM_STATS, row), (n.ITEM_FEEDBACK, learned)]
 
@@ -415,5 +458,5 @@ def _feedback(state: ItemState, event: Event, params: FeatureParams) -> Feedback
         return None
     if state.feedback is None:
         state.feedback = Feedback(int(params.feedback_half_life_hours * 3600 * US))
-    state.feedback.add(*add, event.ts_us)
+    state.feedback.add(*add, event.ts_us, event.context)
     return state.feedback

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import BundleDep, Explore, K, Policy, StateDep, UserPath
+from api.deps import BundleDep, Device, Explore, K, Policy, StateDep, UserPath
 from api.recommend import recommend as run_recommend
 from api.schemas import Recommendations, ScoreRequest, ScoreResponse, SearchResponse
 from api.scoring import score_items
@@ -26,11 +26,12 @@ def recommend(
     k: K = 20,
     explore: Explore = "auto",
     policy: Policy = None,
+    device: Device = None,
 ) -> Recommendations:
     """Ranked items with scores and reasons: query → candidates → filter → hydrate → score →
     select → decorate. Unknown users get the cold-start path; Redis down → popularity with
     ``degraded: true``. What is shown is logged as impressions under ``request_id``."""
-    return run_recommend(state, user_id, k, explore, policy)
+    return run_recommend(state, user_id, k, explore, policy, device)
 
 
 @router.post("/score", response_model=ScoreResponse)

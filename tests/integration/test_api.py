@@ -270,6 +270,15 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
         assert r.status_code == 422 and "event(s) [1]" in r.json()["detail"]
         assert bus.xlen(own.events_stream) == before  # nothing of the batch is written
 
+        ctx = {"k": 10, "explore": "0.3", "policy": "contextual", "device": "mobile"}
+        contextual = c.get(f"/v1/recommend/{user}", params=ctx).json()
+        assert contextual["policy"] == "contextual"
+        assert [0 < i["propensity"] < 1 for i in contextual["items"] if i["explored"]] == [True] * 3
+        context = [
+            e[n.CONTEXT] for e in logged(bus, own.events_stream, contextual["request_id"], 10)
+        ]
+        assert all(len(x) == n.CONTEXT_DIM and x[0] == 1.0 and x[5] == 1.0 for x in context)
+        assert c.get(f"/v1/recommend/{user}", params={**ctx, "device": "fridge"}).status_code == 422
         greedy = c.get(f"/v1/recommend/{user}", params={"k": 5, "policy": "greedy"}).json()
         assert greedy["policy"] == "greedy" and not any(i["explored"] for i in greedy["items"])
         hits = c.get("/v1/search", params={"q": "heart", "user_id": user, "k": 4}).json()
@@ -277,7 +286,7 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
             "search"
         ] * 4
         metrics = c.get("/metrics").text
-        assert "ig_impressions_logged_total 19.0" in metrics
+        assert "ig_impressions_logged_total 29.0" in metrics
         assert 'ig_clicks_total{attributed="true"} 1.0' in metrics
 
 

@@ -330,11 +330,17 @@ def test_impressions_and_clicks_feed_item_feedback_live_as_in_a_backfill(project
     events = slice_of_events(feast_project).iloc[:300].reset_index(drop=True)
     shown = events.iloc[::10].assign(**{n.EVENT_TYPE: "impression", n.VALUE: 1.0})
     shown[n.POSITION] = [i % 5 for i in range(len(shown))]
+    shown[n.CONTEXT] = [[1.0, 0.5, float(i % 2), 0.0, 1.0, 0.0] for i in range(len(shown))]
     clicked = shown.iloc[::3].assign(**{n.EVENT_TYPE: "click"}).drop(columns=n.POSITION)
     log = pd.concat([events, shown, clicked]).sort_values(n.EVENT_TIMESTAMP, kind="stable")
     log = log.reset_index(drop=True)
+    optional = (n.POSITION, n.CONTEXT)
     messages = [
-        {k: v for k, v in m.items() if not (k == n.POSITION and pd.isna(v))}
+        {
+            k: v
+            for k, v in m.items()
+            if not (k in optional and not isinstance(v, list | int) and pd.isna(v))
+        }
         for m in as_messages(log)
     ]
     for m in messages:
@@ -348,3 +354,5 @@ def test_impressions_and_clicks_feed_item_feedback_live_as_in_a_backfill(project
     assert len(feedback) == shown[n.ITEM_ID].nunique()
     assert feedback[n.EXAMINED].sum() < len(shown)  # slots below the first count for less
     assert feedback[n.CLICKED].sum() == pytest.approx(len(clicked), rel=0.05)  # decay: hours
+    learned = [s for s in feedback[n.LINEAR_STATS] if s]  # every item shown with a context
+    assert len(learned) == len(feedback)

@@ -1,9 +1,11 @@
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from core import names as n
 from core.bus import STREAM_ID
+from core.feedback import decode_linear
 from core.windows import read_time_features
 from stream.steps import (
     US,
@@ -281,3 +283,23 @@ def test_parse_event_reads_the_slot_of_an_impression_and_refuses_a_bad_one():
     for bad in (-1, "2", 1.5, True):
         dead = parse_event({**raw, "position": bad})
         assert isinstance(dead, DeadLetter) and "position" in dead.reason
+
+
+def test_item_feedback_keeps_the_contextual_sums_of_impressions_and_clicks():
+    x = (1.0, 0.5, 1.0, 0.0, 1.0, 0.0)
+    params = FeatureParams(position_bias_eta=1.0)
+    state, _ = item_features(None, Event("u", "i", "impression", 0, position=1, context=x), params)
+    state, rows = item_features(state, Event("u", "i", "click", 1, position=1, context=x), params)
+    gram, clicks = decode_linear(dict(rows)[n.ITEM_FEEDBACK][n.LINEAR_STATS])
+    assert gram == pytest.approx(0.5 * np.outer(x, x), rel=1e-5)  # slot 1 examines 1/2
+    assert clicks == pytest.approx(np.array(x), rel=1e-5)
+    plain, rows = item_features(None, shown(t=0, position=0), params)
+    assert dict(rows)[n.ITEM_FEEDBACK][n.LINEAR_STATS] == ""  # no context: nothing to learn
+
+
+def test_parse_event_refuses_a_context_of_the_wrong_length_or_not_numbers():
+    raw = {"user_id": "u", "item_id": "i", "event_type": "impression", "event_timestamp": 5}
+    assert parse_event({**raw, "context": [0, 1, 0, 1, 0, 1]}).context == (0, 1, 0, 1, 0, 1)
+    for bad in ([1, 2], ["a"] * 6, [float("inf")] * 6, 3):
+        dead = parse_event({**raw, "context": bad})
+        assert isinstance(dead, DeadLetter) and "context" in dead.reason
