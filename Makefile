@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo api-demo \
-        test test-unit test-integration test-fallback bench lint format clean
+        simulate test test-unit test-integration test-fallback bench lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -63,6 +63,9 @@ demo: install redis-up import backfill apply materialize summary train api-demo 
 
 api-demo: install redis-up ## start the API and print a few real calls and their answers
 	$(IG) api-demo
+
+simulate: install ## closed loop: simulated shoppers via the API + live job per policy (SIM_ARGS=)
+	$(IG) simulate $(SIM_ARGS)
 
 test: install ## unit + integration tests (integration starts its own redis-server)
 	$(PY) -m pytest

@@ -9,6 +9,7 @@ the configured dataset in a temporary folder, and measures, in the same run:
   pass-through ceiling over the same source, and freshness at a fixed offered rate;
 - the scoring API against ``feast serve`` (bench/api_bench.py), API fuzzing, bandit replay.
 - off-policy estimates (IPW, SNIPS, DR) of Bernoulli-TS's CTR on the Open Bandit Dataset.
+- the closed feedback loop (bench/sim_bench.py): clicks, regret and new-item discovery per policy.
 Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
 """
 
@@ -195,6 +196,9 @@ def main() -> int:
             from models.ope import obd_figures  # off-policy estimates on OBD: about a second
 
             results |= obd_figures(get_settings().shared_data_dir)
+            from bench.sim_bench import simulation_figures  # closed loop: about 3 minutes
+
+            results |= simulation_figures(get_settings(), artifacts, redis)
         finally:
             if proc is not None:
                 proc.terminate()
