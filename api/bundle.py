@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from core import names as n
 from models import artifact
-from models.data import one_hop
+from models.ranker_features import ItemSpace
 from models.text import TextProjection
 
 GRAPH, TEXT, NONE = "graph", "text", "none"
@@ -51,6 +51,7 @@ class Bundle:
     by_category: dict[str, np.ndarray]  # category -> its available idx, most popular first
     segments: dict[tuple[str, str], np.ndarray]  # (attribute, value) -> popular idx there
     user_segments: dict[str, list[tuple[str, str]]]  # user -> their (attribute, value)s
+    space: ItemSpace  # the vectors the user vector and the GNN score are computed from
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -73,6 +74,12 @@ class Bundle:
         order = np.argsort(-cat[artifact.POPULARITY].to_numpy(), kind="stable")
         popular = order[available[order]]
         segments, user_segments = _segments(art, index, available)
+        users = {u: i for i, u in enumerate(art.users)}
+        popularity = cat[artifact.POPULARITY].to_numpy(np.float32)
+        seen = art.seen if art.seen is not None else sp.csr_matrix((len(users), len(cat)))
+        space = ItemSpace(
+            users, art.user_embeddings, index, vectors, popularity, placed != NONE, seen
+        )
         return cls(
             version=art.manifest["version"],
             path=Path(path).resolve(),
@@ -83,42 +90,31 @@ class Bundle:
             vectors=vectors,
             unit_vectors=_normalise(vectors),
             placed_by=placed,
-            users={u: i for i, u in enumerate(art.users)},
+            users=users,
             user_vectors=art.user_embeddings,
-            seen=art.seen if art.seen is not None else sp.csr_matrix((len(art.users), len(cat))),
+            seen=seen,
             text=text,
             projection=projection,
             ranker=art.ranker,
-            popularity=cat[artifact.POPULARITY].to_numpy(np.float32),
+            popularity=popularity,
             available=available,
             retrievable=available & (placed != NONE),
             popular=popular,
             by_category=_by_category(popular, cat[n.CATEGORY].fillna("").to_numpy()),
             segments=segments,
             user_segments=user_segments,
+            space=space,
         )
 
     # -- users ----------------------------------------------------------------------------
-    def user_vector(
-        self, user_id: str, recent: list[str], live_weight: float, decay: float = 0.85
-    ) -> np.ndarray | None:
-        """[D]: the trained embedding moved toward the recent items the stream wrote online.
+    def user_vector(self, user_id: str, recent: list[str], live_weight: float) -> np.ndarray | None:
+        """[D]: :meth:`models.ranker_features.ItemSpace.user_vector` over the catalogue (the
+        same function training builds the ranker's GNN score with)."""
+        return self.space.user_vector(user_id, recent, live_weight)
 
-        The recent part is LightGCN's one-hop aggregation (items scaled by 1/sqrt(degree)),
-        weighted by recency (``decay`` per position, most recent first). A user without a trained
-        embedding is embedded from recent items alone (the inductive path); None if neither.
-        """
-        idx = [self.index[i] for i in recent if i in self.index]
-        idx = [r for r in idx if self.placed_by[r] != NONE]
-        base = self.user_vectors[self.users[user_id]] if user_id in self.users else None
-        if not idx:
-            return base
-        w = decay ** np.arange(len(idx), dtype=np.float32)
-        agg = one_hop(w[None, :], self.vectors[idx], self.popularity[idx] + 1)[0]
-        if base is None:
-            return agg.astype(np.float32)
-        scale = np.linalg.norm(base) / max(float(np.linalg.norm(agg)), 1e-12)
-        return (base + live_weight * scale * agg).astype(np.float32)
+    def gnn_scores(self, vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+        """[N]: ``vec`` · each candidate's vector; NaN where either is unknown."""
+        return self.space.gnn_scores(vec, idx)
 
     def seen_idx(self, user_id: str) -> np.ndarray:
         if user_id not in self.users:

@@ -51,11 +51,9 @@ class Context:
 
 
 def read_context(state: State, user_id: str) -> Context:
-    """One Feast online read of the user's profile; windowed counts as of now."""
-    online = state.store.get_online_features(
-        features=state.profile_service, entity_rows=[{n.USER_ID: user_id}], full_feature_names=True
-    ).to_dict()
-    add_read_time_columns(online, time.time_ns() // 1000)
+    """One read of the user's profile; windowed counts as of the state's clock (now)."""
+    online = state.features.user(user_id)
+    add_read_time_columns(online, state.clock_us())
     return Context({k: v[0] for k, v in online.items() if k != n.USER_ID})
 
 
@@ -74,13 +72,8 @@ def hydrate(state: State, item_ids: list[str]) -> dict[str, list[Any]]:
     found = cache.get_many(item_ids)
     missing = [i for i, f in zip(item_ids, found, strict=True) if f is None]
     if missing:
-        online = state.store.get_online_features(
-            features=state.item_refs,
-            entity_rows=[{n.ITEM_ID: i} for i in missing],
-            full_feature_names=True,
-        ).to_dict()
-        online.pop(n.ITEM_ID, None)
-        add_read_time_columns(online, time.time_ns() // 1000)
+        online = state.features.items(missing)
+        add_read_time_columns(online, state.clock_us())
         fresh = [
             dict(zip(online, values, strict=True)) for values in zip(*online.values(), strict=True)
         ]

@@ -173,7 +173,7 @@ def hydrate_features(state: State, q: Query, c: Candidates) -> None:
 
 
 def ranker_score(state: State, q: Query, c: Candidates) -> None:
-    gnn = q.bundle.vectors[c.idx] @ q.vec if q.vec is not None else np.full(len(c.idx), np.nan)
+    gnn = q.bundle.gnn_scores(q.vec, c.idx)
     c.scores = rank_scores(q.bundle, q.ctx, c.features, gnn, c.idx.tolist())
 
 
@@ -186,7 +186,7 @@ def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
     examined, clicked = feedback_now(c.features, size, half_life_s)
     tops = set(q.ctx.top_categories)
     match = np.array([q.bundle.categories[i] in tops for i in c.idx.tolist()], dtype=float)
-    hour = (time.time() % 86_400) / 3600  # UTC
+    hour = (state.clock_us() / 1e6 % 86_400) / 3600  # UTC
     x = context_vectors(q.history, match, hour, q.device)[ranked]
     linear = None
     if q.policy == CONTEXTUAL:

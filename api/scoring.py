@@ -9,8 +9,6 @@ import numpy as np
 from api.bundle import NONE, Bundle
 from api.features import (
     STORE_DOWN,
-    TOP_CATEGORIES,
-    TOP_CATEGORY_SCORES,
     Context,
     hydrate,
     live_vector,
@@ -18,7 +16,7 @@ from api.features import (
 )
 from api.impressions import impression_events, new_request_id
 from api.schemas import ItemScore, ScoreResponse, SearchHit, SearchResponse
-from models.ranker import CATEGORY_AFFINITY, GNN_SCORE, category_affinity
+from models.ranker_features import ranker_inputs
 
 if TYPE_CHECKING:
     from api.state import State
@@ -33,27 +31,14 @@ def rank_scores(
     gnn_scores: np.ndarray,
     idx: list[int | None],
 ) -> np.ndarray:
-    """Ranker probability [N] over ranker_v1 (user side from ``ctx``, item side from
-    ``features``), the category affinity and the GNN score; the GNN score alone without a
-    ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
+    """Ranker probability [N] over :func:`models.ranker_features.ranker_inputs` (user side
+    from ``ctx``, item side from ``features``: the same function training uses); the GNN score
+    alone without a ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
     ranker = bundle.ranker
     if ranker is None:
         return np.nan_to_num(gnn_scores, nan=-1e9)
-    size = len(gnn_scores)
     cats = [bundle.categories[i] if i is not None else None for i in idx]
-    x = np.empty((size, len(ranker.columns)))  # type: ignore[attr-defined]
-    for j, col in enumerate(ranker.columns):  # type: ignore[attr-defined]
-        if col == GNN_SCORE:
-            x[:, j] = gnn_scores
-        elif col == CATEGORY_AFFINITY:
-            tops = ctx.features.get(TOP_CATEGORIES)
-            weights = ctx.features.get(TOP_CATEGORY_SCORES)
-            x[:, j] = category_affinity([tops] * size, [weights] * size, cats)
-        elif col in features:
-            x[:, j] = [np.nan if v is None else v for v in features[col]]
-        else:
-            value = ctx.features.get(col)
-            x[:, j] = np.nan if value is None else value
+    x = ranker_inputs(ranker.columns, ctx.features, features, cats, gnn_scores)  # type: ignore[attr-defined]
     return ranker.predict_matrix(x)  # type: ignore[attr-defined,no-any-return]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from api.cache import ItemFeatureCache
 from api.impressions import ImpressionLog
 from api.metrics import ApiMetrics
 from core import names as n
+from core.feast_store import service_refs
 from core.redis_server import redis_client
 from core.settings import Settings
 from models.artifact import ArtifactError
@@ -24,14 +26,34 @@ from models.explore import ExploreConfig
 log = logging.getLogger(__name__)
 
 
-def service_refs(service: Any, join_key: str) -> list[str]:
-    """``view:feature`` references of a FeatureService's views keyed by ``join_key``."""
-    return [
-        f"{p.name}:{f.name}"
-        for p in service.feature_view_projections
-        if n.VIEW_ENTITY_KEY.get(p.name) == join_key
-        for f in p.features
-    ]
+class OnlineFeatures:
+    """Feast's online store, read through the FeatureServices: a user's profile_v1 row and the
+    candidates' item rows (ranker_v1's and policy_v1's item side). ``ig evaluate`` swaps in
+    rows read as of a past time (api.replay) and runs the same pipeline over them."""
+
+    def __init__(self, store: Any, profile_service: Any, item_refs: list[str]) -> None:
+        self.store, self.profile_service, self.item_refs = store, profile_service, item_refs
+
+    def user(self, user_id: str) -> dict[str, list[Any]]:
+        return self.store.get_online_features(  # type: ignore[no-any-return]
+            features=self.profile_service,
+            entity_rows=[{n.USER_ID: user_id}],
+            full_feature_names=True,
+        ).to_dict()
+
+    def items(self, item_ids: list[str]) -> dict[str, list[Any]]:
+        online = self.store.get_online_features(
+            features=self.item_refs,
+            entity_rows=[{n.ITEM_ID: i} for i in item_ids],
+            full_feature_names=True,
+        ).to_dict()
+        online.pop(n.ITEM_ID, None)
+        return online  # type: ignore[no-any-return]
+
+
+def wall_clock_us() -> int:
+    """Now in µs since the epoch: the read time of windowed counts (``State.clock_us``)."""
+    return time.time_ns() // 1000
 
 
 class State:
@@ -47,6 +69,8 @@ class State:
         self.item_refs = service_refs(ranker_service, n.ITEM_ID) + service_refs(
             policy_service, n.ITEM_ID
         )
+        self.features = OnlineFeatures(self.store, self.profile_service, self.item_refs)
+        self.clock_us = wall_clock_us  # read time of windowed counts (a test may fix it)
         self.item_cache = ItemFeatureCache(settings.item_feature_ttl_s)
         missing = set(service_refs(ranker_service, n.USER_ID)) - set(
             service_refs(self.profile_service, n.USER_ID)
@@ -88,6 +112,8 @@ class State:
         """Load an artifact (default: latest) and swap it in; returns (new, previous) versions."""
         with self._reload_lock:
             bundle = Bundle.load(self.artifact_path(version))
+            if not self.settings.use_ranker:  # IG_USE_RANKER: off, order by the GNN score
+                bundle = replace(bundle, ranker=None)
             if bundle.text is not None and self.encoder is None:
                 from models.text import TextEncoder
 

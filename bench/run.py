@@ -159,7 +159,27 @@ def serving_artifacts(workdir: Path) -> Path:
 
     print("no serving artifact under artifacts/latest: training a quick one (make train)")
     out = workdir / "artifacts"
-    train(s, TrainConfig(dataset=s.dataset, ranker_pairs=1000), LightGCNConfig(max_epochs=5), out)
+    train(s, TrainConfig(dataset=s.dataset), LightGCNConfig(max_epochs=5), out)
+    return out
+
+
+def quality_figures(artifacts: Path) -> dict[str, object]:
+    """The served list's quality as `ig evaluate` measured it for the served artifact (read
+    from its metrics.json, not re-run: the replay takes minutes), beside the raw models."""
+    metrics = json.loads((artifacts / "latest" / "metrics.json").read_text())
+    models = metrics.get("models", {})
+    if "served" not in models:
+        return {"served_note": "artifacts/latest has no served figures: run `ig evaluate`"}
+    out: dict[str, object] = {
+        f"{name}_{key.replace('@', '')}": m[key]
+        for name, m in models.items()
+        for key in ("ndcg@20", "recall@20", "coverage@20")
+    }
+    out["served_ordered_by"] = models["served"].get("ordered_by")
+    out["served_over_best_baseline_ndcg20"] = metrics.get("served_over_best_baseline_ndcg20")
+    ranker = metrics.get("ranker", {})
+    out["ranker_auc_new_items"] = ranker.get("auc_with_features")
+    out["gnn_score_auc_new_items"] = ranker.get("auc_without")
     return out
 
 
@@ -191,6 +211,7 @@ def main() -> int:
 
             artifacts = serving_artifacts(Path(tmp))
             results["api_model"] = (artifacts / "latest").resolve().name
+            results |= quality_figures(artifacts)
             results |= bandit_figures(get_settings(), artifacts)
             results |= api_figures(get_settings(), artifacts)
             from models.ope import obd_figures  # off-policy estimates on OBD: about a second

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +36,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="pairs per BPR step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ranker", action="store_true", help="skip the Feast ranker step")
+    p.add_argument(
+        "--no-evaluate",
+        action="store_true",
+        help="skip `ig evaluate` (the served list replayed for every test user) after training",
+    )
+    p.add_argument(
+        "--evaluation-only",
+        action="store_true",
+        help="stop after the evaluated artifact (skip retraining on every user and item)",
+    )
     p.set_defaults(func=cmd_train)
+
+    t = sub.add_parser(
+        "tune",
+        help="choose item-kNN's neighbours/shrinkage and the GNN learning rates on validation",
+    )
+    t.add_argument("--dataset", help="canonical dataset (default: IG_DATASET)")
+    t.add_argument("--split", choices=["time", "leave_last_out"], default="time")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_tune)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="replay the recommend pipeline (explore off) for every test user of an artifact",
+    )
+    e.add_argument("--version", default="latest", help="artifact under IG_ARTIFACTS_DIR")
+    e.set_defaults(func=cmd_evaluate)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -66,5 +93,42 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    train(s, cfg, gcn)
+    out = train(s, cfg, gcn)
+    if not args.no_evaluate:
+        _evaluate(s, out)
+    if not args.evaluation_only:
+        from models.serve_all import train_served
+
+        train_served(s, cfg, gcn, out)  # artifacts/latest: every user and item
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from models.lightgcn import LightGCNConfig
+    from models.train import TrainConfig
+    from models.tune import tune
+
+    s = get_settings()
+    cfg = TrainConfig(dataset=args.dataset or s.dataset, split=args.split, seed=args.seed)
+    tune(s, cfg, LightGCNConfig(seed=args.seed))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    s = get_settings()
+    path = s.artifacts_dir / args.version
+    if not path.exists():
+        print(f"no artifact {path}: run `ig train` first", file=sys.stderr)
+        return 2
+    _evaluate(s, path)
+    return 0
+
+
+def _evaluate(s: Settings, path: Path) -> None:
+    """``served`` beside the raw models in the artifact's metrics.json, printed as a table."""
+    from api.replay import RATIO, evaluate_served
+    from models.train import print_table
+
+    metrics = evaluate_served(s, path)
+    print_table(metrics)
+    print(f"{RATIO}: {metrics[RATIO]}")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -16,6 +16,16 @@ from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+
+def service_refs(service: Any, join_key: str) -> list[str]:
+    """``view:feature`` references of a FeatureService's views keyed by ``join_key``."""
+    return [
+        f"{p.name}:{f.name}"
+        for p in service.feature_view_projections
+        if n.VIEW_ENTITY_KEY.get(p.name) == join_key
+        for f in p.features
+    ]
 
 
 def open_store(settings: Settings | None = None) -> FeatureStore:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     live_interest_weight: float = Field(
         1.0, ge=0, description="Weight of the live recent items against the trained embedding."
     )
+    use_ranker: bool = Field(
+        False,
+        description="Order candidates by the artifact's ranker (false: by the GNN score; "
+        "`ig evaluate` measured the ranker's list below retrieval's).",
+    )
     search_personal_weight: float = Field(
         0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."
     )

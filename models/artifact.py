@@ -37,6 +37,7 @@ RANKER = "ranker.pkl"
 METRICS = "metrics.json"
 PLOT = "training.png"
 LATEST = "latest"
+EVALUATION = "evaluation_artifact"  # manifest key of a served artifact: where its figures come from
 REQUIRED = (MANIFEST, CATALOGUE, ITEMS, USERS)
 
 # Catalogue columns beside item_id, title, category.

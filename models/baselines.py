@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 
 class Popularity:
@@ -18,15 +19,31 @@ class Popularity:
         return np.broadcast_to(self.counts, (len(users), len(self.counts)))
 
 
-class ItemKNN:
-    """Item-based collaborative filtering with cosine similarity and top-``k`` neighbours."""
+@dataclass(frozen=True)
+class ItemKNNConfig:
+    """Item-kNN's hyper-parameters, chosen on the validation split by ``ig tune``.
 
-    def __init__(self, seen: sp.csr_matrix, k: int = 100) -> None:
-        cols = normalize(seen.tocsc().astype(np.float32), axis=0)
-        sim = (cols.T @ cols).tocsr()  # [I, I]
+    neighbours: similar items kept per item; shrinkage: added to the cosine's denominator, so
+    similarities resting on few shared users shrink toward 0 (Koren 2008)."""
+
+    neighbours: int = 100
+    shrinkage: float = 0.0
+
+
+class ItemKNN:
+    """Item-based collaborative filtering: shrunk cosine similarity, top-``neighbours``."""
+
+    def __init__(self, seen: sp.csr_matrix, cfg: ItemKNNConfig | None = None) -> None:
+        cfg = cfg or ItemKNNConfig()
+        x = seen.tocsc().astype(np.float32)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())  # [I]
+        sim = (x.T @ x).tocoo()  # [I, I] co-occurrence
+        denom = norms[sim.row] * norms[sim.col] + cfg.shrinkage
+        data = np.divide(sim.data, denom, out=np.zeros_like(sim.data), where=denom > 0)
+        sim = sp.csr_matrix((data, (sim.row, sim.col)), shape=sim.shape)
         sim.setdiag(0)
         sim.eliminate_zeros()
-        self.sim = _keep_top_k(sim, k)
+        self.sim = _keep_top_k(sim, cfg.neighbours)
         self.seen = seen
 
     def scores(self, users: np.ndarray) -> np.ndarray:

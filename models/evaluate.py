@@ -31,25 +31,41 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean metrics over every user in ``truth`` (full ranking over all ``n_items``)."""
     users = np.fromiter(truth, dtype=np.int64)
+    ranked: dict[int, np.ndarray] = {}
+    for start in range(0, len(users), batch):
+        chunk = users[start : start + batch]
+        top = top_k(score_fn(chunk), seen, chunk, max(ks))
+        ranked.update(zip(chunk.tolist(), top, strict=True))
+    return ranked_metrics(ranked, truth, n_items, ks)
+
+
+def ranked_metrics(
+    ranked: dict[int, np.ndarray | list[int]],
+    truth: dict[int, set[int]],
+    n_items: int,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, float]:
+    """Recall, NDCG, HitRate at each k and coverage (distinct items shown at k over
+    ``n_items``) of ranked lists (user -> item indices, best first; a list may be shorter than
+    k; an index outside the items is never relevant), averaged over every user in ``truth``
+    (a user without a list counts as a miss)."""
     kmax = max(ks)
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "hit")}
     shown: dict[int, set[int]] = {k: set() for k in ks}
     discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
-    for start in range(0, len(users), batch):
-        chunk = users[start : start + batch]
-        ranked = top_k(score_fn(chunk), seen, chunk, kmax)
-        for u, row in zip(chunk, ranked, strict=True):
-            relevant = truth[int(u)]
-            hits = np.fromiter((i in relevant for i in row), dtype=bool, count=kmax)
-            for k in ks:
-                h = hits[:k]
-                sums[f"recall@{k}"] += h.sum() / len(relevant)
-                sums[f"hit@{k}"] += float(h.any())
-                ideal = discounts[: min(len(relevant), k)].sum()
-                sums[f"ndcg@{k}"] += float((discounts[:k] * h).sum() / ideal)
-                shown[k].update(row[:k].tolist())
-    out = {key: round(v / max(len(users), 1), 5) for key, v in sums.items()}
+    for u, relevant in truth.items():
+        row = [int(i) for i in ranked.get(u, [])][:kmax]
+        hits = np.zeros(kmax, dtype=bool)
+        hits[: len(row)] = [i in relevant for i in row]
+        for k in ks:
+            h = hits[:k]
+            sums[f"recall@{k}"] += h.sum() / len(relevant)
+            sums[f"hit@{k}"] += float(h.any())
+            ideal = discounts[: min(len(relevant), k)].sum()
+            sums[f"ndcg@{k}"] += float((discounts[:k] * h).sum() / ideal)
+            shown[k].update(i for i in row[:k] if 0 <= i < n_items)
+    out = {key: round(v / max(len(truth), 1), 5) for key, v in sums.items()}
     for k in ks:
         out[f"coverage@{k}"] = round(len(shown[k]) / n_items, 5)
-    out["users"] = len(users)
+    out["users"] = len(truth)
     return out

@@ -1,6 +1,12 @@
-"""The ranker's training data: point-in-time ranker_v1 features from Feast's offline store,
-with windowed counts as of each label's time (the same function the API uses online), the
-category affinity and the GNN score; fit on validation pairs, AUC on test pairs."""
+"""The ranker's training data, built as serving builds it.
+
+Rows are what the API ranks: each user's retrieved candidates at a cut (never an item they had
+bought: serving filters those out), labelled by what they bought after it. Each row gets its
+ranker_v1 features point-in-time from Feast's offline store (windowed counts as of the row's
+time) and its GNN score from the user's vector as the API computes it, from ``recent_items`` as
+of that time (:mod:`models.ranker_features`, the one definition both paths call). Fit at the
+validation cut with the train-only model; AUC at the test cut with the evaluated model.
+"""
 
 from __future__ import annotations
 
@@ -8,113 +14,150 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core import names as n
+from core.feast_store import open_store, service_refs
 from core.settings import Settings
 from core.windows import add_read_time_columns
-from models.data import IdMap, Split
-from models.lightgcn import InterestGCN
-from models.ranker import (
+from models.data import Split
+from models.ranker import LABEL, Ranker, feature_columns, join_features
+from models.ranker_features import (
     CATEGORY_AFFINITY,
     GNN_SCORE,
-    LABEL,
-    TOP_CATEGORIES,
-    TOP_CATEGORY_SCORES,
-    Ranker,
-    category_affinity,
-    feature_columns,
-    labelled_pairs,
-    restore_dropped,
+    RECENT_ITEMS,
+    ItemSpace,
+    ranker_inputs,
 )
 
 
 def ranker_metrics(
     settings: Settings,
     split: Split,
-    users: IdMap,
-    items: IdMap,
-    items_table: pd.DataFrame,
-    gcn: InterestGCN,
-    adj_train: torch.Tensor,
-    adj_hist: torch.Tensor,
-    cfg: Any,
+    categories: pd.Series,
+    fit_space: ItemSpace,
+    test_space: ItemSpace,
+    seed: int,
 ) -> dict[str, Any]:
-    """AUC of the ranker with and without the Feast features; the fitted ranker as ``model``.
+    """The ranker, fitted on the candidates the API would rank for each validation user at the
+    validation cut (train-only model), labelled by what they went on to buy; AUC (with and
+    without the Feast features, and of the GNN score alone) on the test users' candidates at
+    the test cut (the evaluated model). The fitted ranker as ``model``.
 
-    The GNN score comes from the train-only model, so validation pairs (the ranker's training
-    data) were never edges it trained on."""
+    ``categories``: item_id -> category."""
     from sklearn.metrics import roc_auc_score
 
-    from core.feast_store import open_store
-
     if not (settings.offline_dir / n.ITEM_STATS).exists():
-        return {"note": "no offline store: run `make backfill apply` first"}
+        return {"note": "no offline store: run `make backfill apply materialize` first"}
     store = open_store(settings)
-    service = store.get_feature_service(n.RANKER_V1)
-    categories = items_table.drop_duplicates(n.ITEM_ID).set_index(n.ITEM_ID)[n.CATEGORY]
-
-    def frame(events: pd.DataFrame, adj: torch.Tensor, seed: int) -> pd.DataFrame:
-        pairs = _pairs(events, users, items, gcn, adj, cfg.ranker_pairs, seed)
-        got = store.get_historical_features(
-            entity_df=pairs, features=service, full_feature_names=True
-        ).to_df()
-        return _with_read_time_features(restore_dropped(pairs, got), categories)
-
-    fit_on = frame(split.val, adj_train, cfg.seed)
-    test_on = frame(split.test, adj_hist, cfg.seed + 1)
-    cols = [*feature_columns(fit_on), CATEGORY_AFFINITY, GNN_SCORE]
-    ranker = Ranker(cols).fit(fit_on)
+    weight, depth = settings.live_interest_weight, settings.candidates_gnn
+    fit_rows = candidate_rows(split.val, fit_space, depth)
+    test_rows = candidate_rows(split.test, test_space, depth)
+    fit_x, cols = point_in_time_inputs(store, fit_rows, fit_space, categories, weight)
+    test_x, _ = point_in_time_inputs(store, test_rows, test_space, categories, weight, cols)
+    fit_y, test_y = fit_rows[LABEL].to_numpy(), test_rows[LABEL].to_numpy()
+    ranker = Ranker(cols, seed=seed).fit_matrix(fit_x, fit_y)
+    features_only = Ranker(cols[:-1], seed=seed).fit_matrix(fit_x[:, :-1], fit_y)
+    gnn = np.nan_to_num(test_x[:, -1], nan=-1e9)
     return {
-        "auc_with_features": round(ranker.auc(test_on), 4),
-        "auc_without": round(float(roc_auc_score(test_on[LABEL], test_on[GNN_SCORE])), 4),
-        "auc_features_only": round(Ranker(cols[:-1]).fit(fit_on).auc(test_on), 4),
-        "fit_pairs": len(fit_on),
-        "test_pairs": len(test_on),
+        "auc_with_features": round(ranker.auc_matrix(test_x, test_y), 4),
+        "auc_without": round(float(roc_auc_score(test_y, gnn)), 4),
+        "auc_features_only": round(features_only.auc_matrix(test_x[:, :-1], test_y), 4),
+        "rows": f"each user's top-{depth} retrieved items at the cut, never an item they had "
+        "bought (serving filters those out); label: bought in the period",
+        "fit_rows": len(fit_rows),
+        "fit_positives": int(fit_y.sum()),
+        "test_rows": len(test_rows),
+        "test_positives": int(test_y.sum()),
         "features": cols,
         "model": ranker,
     }
 
 
-def _pairs(
-    events: pd.DataFrame,
-    users: IdMap,
-    items: IdMap,
-    gcn: InterestGCN,
-    adj: torch.Tensor,
-    count: int,
-    seed: int,
-) -> pd.DataFrame:
-    """Labelled (user, item, time) pairs: positives, uniform negatives and negatives drawn
-    from each user's top-100 retrieved items (what the API ranks), with the GNN score."""
-    known = events[events[n.USER_ID].isin(users.index) & events[n.ITEM_ID].isin(items.index)]
-    with torch.no_grad():
-        u_emb, i_emb = gcn.embeddings(adj)
-    rng = np.random.default_rng(seed)
-    item_ids = np.asarray(items.ids, dtype=object)
-
-    def retrieved(batch: pd.Series) -> np.ndarray:
-        """One of each user's top-100 retrieved items."""
-        scores = u_emb[torch.as_tensor(users.encode(batch))] @ i_emb.T
-        depth = min(100, len(item_ids))
-        top = torch.topk(scores, depth, dim=1).indices.numpy()
-        return item_ids[top[np.arange(len(top)), rng.integers(0, depth, len(top))]]
-
-    pairs = labelled_pairs(known, items.ids, count, seed, hard=retrieved)
-    u = torch.as_tensor(users.encode(pairs[n.USER_ID]))
-    i = torch.as_tensor(items.encode(pairs[n.ITEM_ID]))
-    pairs[GNN_SCORE] = (u_emb[u] * i_emb[i]).sum(-1).numpy()
-    return pairs
+def candidate_rows(period: pd.DataFrame, space: ItemSpace, depth: int) -> pd.DataFrame:
+    """(user_id, item_id, event_timestamp, label) rows: for every user of ``space`` who buys
+    something in ``period``, the ``depth`` items the GNN source retrieves at the period's start
+    (its vector, items it had not bought: what the API's gnn source and seen filter give), at
+    that time, labelled 1 if bought in the period."""
+    as_of = period[n.EVENT_TIMESTAMP].min()
+    users = [u for u in pd.unique(period[n.USER_ID]) if u in space.users]
+    rows = np.array([space.users[u] for u in users], dtype=np.int64)
+    item_ids = np.array(list(space.index), dtype=object)
+    scores = space.user_vectors[rows] @ space.vectors.T  # [B, C]
+    scores[:, ~space.placed] = -np.inf
+    if space.trained is not None:
+        had = space.trained[rows].tocoo()
+        scores[had.row, had.col] = -np.inf
+    depth = min(depth, scores.shape[1])
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    bought = set(zip(period[n.USER_ID], period[n.ITEM_ID], strict=True))
+    frame = pd.DataFrame(
+        {
+            n.USER_ID: np.repeat(np.array(users, dtype=object), depth),
+            n.ITEM_ID: item_ids[top.ravel()],
+            n.EVENT_TIMESTAMP: as_of,
+        }
+    )
+    pairs = zip(frame[n.USER_ID], frame[n.ITEM_ID], strict=True)
+    frame[LABEL] = np.fromiter((p in bought for p in pairs), dtype=np.int64, count=len(frame))
+    return frame
 
 
-def _with_read_time_features(frame: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
-    """Windowed counts as of each label's time and the category affinity."""
+def point_in_time_inputs(
+    store: Any,
+    pairs: pd.DataFrame,
+    space: ItemSpace,
+    categories: pd.Series,
+    live_weight: float,
+    columns: list[str] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The ranker's inputs [N, C] for (user, item, event_timestamp) rows, as the API builds
+    them at that time: ranker_v1 from Feast's offline store (point-in-time), windowed counts as
+    of the row's time, the user's vector from ``recent_items`` as of that time.
+
+    ``columns``: the ranker's columns (None: the numeric Feast features found, then the
+    category affinity, then the GNN score). Returns (inputs in the rows' order, columns)."""
+    frame = offline_features(store, pairs)
+    if columns is None:
+        columns = [*feature_columns(frame), CATEGORY_AFFINITY, GNN_SCORE]
+    user_cols = [c for c in frame.columns if _entity(c) == n.USER_ID]
+    item_cols = [c for c in frame.columns if _entity(c) == n.ITEM_ID]
+    out = np.empty((len(frame), len(columns)))
+    for (user_id, _), rows in frame.groupby([n.USER_ID, n.EVENT_TIMESTAMP], sort=False):
+        user = rows.iloc[0][user_cols].to_dict()
+        items = {c: rows[c].tolist() for c in item_cols}
+        vec = space.user_vector(user_id, _listed(user.get(RECENT_ITEMS)), live_weight)
+        idx = np.array([space.index.get(i, -1) for i in rows[n.ITEM_ID]], dtype=np.int64)
+        cats = categories.reindex(rows[n.ITEM_ID]).tolist()
+        out[rows.index.to_numpy()] = ranker_inputs(
+            columns, user, items, cats, space.gnn_scores(vec, idx)
+        )
+    return out, columns
+
+
+def offline_features(store: Any, pairs: pd.DataFrame) -> pd.DataFrame:
+    """ranker_v1 for each (user, item, event_timestamp) row of ``pairs`` from Feast's offline
+    store, in the rows' order, with windowed counts as of each row's time: the user side and the
+    item side each read once per (entity, time) and joined back (models.ranker.join_features)."""
+    service = store.get_feature_service(n.RANKER_V1)
+    frame = pairs[[n.USER_ID, n.ITEM_ID, n.EVENT_TIMESTAMP]].astype(
+        {n.USER_ID: object, n.ITEM_ID: object}
+    )
+    frame = frame.reset_index(drop=True)
+    for key in (n.USER_ID, n.ITEM_ID):
+        entity = frame[[key, n.EVENT_TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        got = store.get_historical_features(
+            entity_df=entity, features=service_refs(service, key), full_feature_names=True
+        ).to_df()
+        frame = join_features(frame, got, key)
     epoch = pd.Timestamp(0, tz="UTC")
     label_us = ((frame[n.EVENT_TIMESTAMP] - epoch) // pd.Timedelta(microseconds=1)).tolist()
-    frame = frame.assign(**add_read_time_columns(frame.to_dict("list"), label_us))
-    frame[CATEGORY_AFFINITY] = category_affinity(
-        frame[TOP_CATEGORIES].tolist(),
-        frame[TOP_CATEGORY_SCORES].tolist(),
-        categories.reindex(frame[n.ITEM_ID]).tolist(),
-    )
-    return frame
+    return frame.assign(**add_read_time_columns(frame.to_dict("list"), label_us))
+
+
+def _entity(column: str) -> str | None:
+    view = column.split("__", 1)[0] if "__" in column else None
+    return n.VIEW_ENTITY_KEY.get(view) if view else None
+
+
+def _listed(value: Any) -> list[str]:
+    return list(value) if isinstance(value, list | tuple | np.ndarray) else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from models.data import (
 from models.data import time_split as global_time_split
 from models.evaluate import evaluate
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
+from models.ranker_features import ItemSpace
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ class TrainConfig:
     split: str = "time"  # "time" (global cut) or "leave_last_out"
     cold_item_frac: float = 0.05  # items held out of the graph entirely (text cold start)
     inductive_user_frac: float = 0.1  # users held out of the graph (embedded from history)
-    ranker_pairs: int = 3000
     ranker: bool = True
     edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
     refit: bool = True  # after early stopping on validation, retrain on train+val
+    bpr_mf_lr: float | None = None  # BPR-MF's learning rate (None: LightGCN's)
     seed: int = 0
 
 
@@ -105,7 +106,8 @@ class Fitted:
 def train(
     settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig, out_root: Path | None = None
 ) -> Path:
-    """data -> fit -> evaluate -> save: the served artifact's folder."""
+    """data -> fit -> evaluate -> save: the evaluated artifact's folder (trained on the split's
+    train+val; models.serve_all trains the served one on everything after ``ig evaluate``)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -116,21 +118,13 @@ def train(
     text = text_cold_start(data, catalogue, fitted.user_emb, fitted.item_emb, rng)
     metrics["cold_items"] = text.pop("metrics")
     if cfg.ranker:
-        from models.ranker_training import ranker_metrics
-
-        metrics["ranker"] = ranker_metrics(
-            settings,
-            data.split,
-            data.users,
-            data.items,
-            data.items_table,
-            fitted.gcn_train_only,
-            data.adj_train,
-            data.adj_hist,
-            cfg,
-        )
+        metrics["ranker"] = fit_ranker(settings, cfg, data, fitted)
     metrics["epoch_seconds"] = round(float(np.mean(fitted.gcn_hist["epoch_seconds"])), 3)
     metrics["epochs"] = len(fitted.gcn_hist["loss"])
+    metrics["best_epochs"] = {
+        name: int(np.argmax(hist["val_ndcg@20"])) + 1
+        for name, hist in (("lightgcn", fitted.gcn_hist), ("bpr_mf", fitted.mf_hist))
+    }
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     bundle = package(settings, cfg, gcn_cfg, data, fitted, metrics, catalogue, text)
@@ -185,31 +179,40 @@ def prepare_data(settings: Settings, cfg: TrainConfig, rng: np.random.Generator)
 def fit_models(data: TrainData, cfg: TrainConfig, gcn_cfg: LightGCNConfig) -> Fitted:
     """BPR-MF (0 layers) and LightGCN, each early-stopped on validation, then (cfg.refit)
     refit on train+val for the best epoch count, as the baselines see train+val too."""
-    n_items = len(data.items)
 
-    def fit(layers: int, name: str) -> tuple[InterestGCN, InterestGCN, dict[str, list[float]]]:
-        conf = LightGCNConfig(**{**gcn_cfg.as_dict(), "num_layers": layers})
-        model = InterestGCN(len(data.users), n_items, 0, conf)
-        hist = model.fit(
-            data.r_train,
-            data.adj_train,
-            desc=name,
-            validate=lambda m: evaluate(
-                m.scorer(data.adj_train), data.val_truth, data.r_train, n_items
-            )["ndcg@20"],
-        )
+    def fit(
+        layers: int, name: str, lr: float | None = None
+    ) -> tuple[InterestGCN, InterestGCN, dict[str, list[float]]]:
+        conf = replace(gcn_cfg, num_layers=layers, lr=lr or gcn_cfg.lr)
+        model, hist = fit_early_stopped(data, conf, name)
         if not cfg.refit:
             return model, model, hist
-        final = InterestGCN(len(data.users), n_items, 0, conf)
+        final = InterestGCN(len(data.users), len(data.items), 0, conf)
         best_epochs = int(np.argmax(hist["val_ndcg@20"])) + 1
         final.fit(data.r_hist, data.adj_hist, epochs=best_epochs, desc=f"{name} refit")
         return model, final, hist
 
-    _, mf, mf_hist = fit(0, "bpr_mf")
+    _, mf, mf_hist = fit(0, "bpr_mf", cfg.bpr_mf_lr)
     gcn_train_only, gcn, gcn_hist = fit(gcn_cfg.num_layers, "lightgcn")
     with torch.no_grad():
         user_emb, item_emb = gcn.embeddings(data.adj_hist)
     return Fitted(mf, gcn_train_only, gcn, mf_hist, gcn_hist, user_emb, item_emb)
+
+
+def fit_early_stopped(
+    data: TrainData, conf: LightGCNConfig, name: str
+) -> tuple[InterestGCN, dict[str, list[float]]]:
+    """One model on the train graph, early-stopped on validation NDCG@20 (its history)."""
+    model = InterestGCN(len(data.users), len(data.items), 0, conf)
+    hist = model.fit(
+        data.r_train,
+        data.adj_train,
+        desc=name,
+        validate=lambda m: evaluate(
+            m.scorer(data.adj_train), data.val_truth, data.r_train, len(data.items)
+        )["ndcg@20"],
+    )
+    return model, hist
 
 
 def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, Any]:
@@ -240,6 +243,47 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
     return metrics
 
 
+def graph_space(
+    users: IdMap, user_emb: torch.Tensor, items: IdMap, item_emb: torch.Tensor, events: pd.DataFrame
+) -> ItemSpace:
+    """One model's vectors as the ranker's GNN score reads them, as api.bundle builds them
+    from an artifact: popularity (distinct users per item) and what each user bought or rated,
+    both in ``events`` (what the model trained on)."""
+    pop = events.groupby(n.ITEM_ID)[n.USER_ID].nunique().reindex(items.ids).fillna(0)
+    return ItemSpace(
+        users.index,
+        user_emb.numpy(),
+        items.index,
+        item_emb.numpy(),
+        pop.to_numpy(np.float32),
+        np.ones(len(items), dtype=bool),
+        interaction_matrix(bought(events), users, items),
+    )
+
+
+def bought(events: pd.DataFrame) -> pd.DataFrame:
+    """Purchases and ratings: what serving filters out and does not count as news."""
+    return events[events[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])]
+
+
+def fit_ranker(settings: Settings, cfg: TrainConfig, data: TrainData, fitted: Fitted) -> Any:
+    """The ranker on validation pairs (train-only model, its GNN score as the API computes it),
+    measured on test pairs with the evaluated model (models.ranker_training)."""
+    from models.ranker_training import ranker_metrics
+
+    with torch.no_grad():
+        fit_user, fit_item = fitted.gcn_train_only.embeddings(data.adj_train)
+    categories = data.items_table.drop_duplicates(n.ITEM_ID).set_index(n.ITEM_ID)[n.CATEGORY]
+    return ranker_metrics(
+        settings,
+        data.split,
+        categories,
+        graph_space(data.users, fit_user, data.items, fit_item, data.split.train),
+        graph_space(data.users, fitted.user_emb, data.items, fitted.item_emb, data.history),
+        cfg.seed,
+    )
+
+
 def text_cold_start(
     data: TrainData,
     catalogue: pd.DataFrame,
@@ -248,10 +292,10 @@ def text_cold_start(
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     """MiniLM title embeddings of the catalogue [C, 384] and the ridge projection into the
-    item space [385, D], fitted on graph items; metrics on the held-out cold items."""
+    item space [385, D], fitted on graph items; metrics on the held-out cold items (if any)."""
     cold_ids = sorted(data.cold)
-    if not cold_ids:
-        return {"metrics": {"note": "no titled items to hold out"}, "cold_ids": []}
+    if not catalogue[n.TITLE].fillna("").str.strip().ne("").any():
+        return {"metrics": {"note": "no titled items"}, "cold_ids": []}
     from models.text import TextEncoder, TextProjection
 
     cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
@@ -259,6 +303,13 @@ def text_cold_start(
     text_vecs = catalogue_text[[cat_ids.index[i] for i in data.items.ids]]
     cold_text = catalogue_text[[cat_ids.index[i] for i in cold_ids]]
     projection = TextProjection.fit(text_vecs, item_emb.numpy())
+    if not cold_ids:
+        return {
+            "metrics": {"note": "no items held out"},
+            "cold_ids": [],
+            "embeddings": catalogue_text,
+            "projection": projection.weight,
+        }
     metrics = cold_item_metrics(
         cold_ids,
         projection(cold_text),
@@ -290,9 +341,6 @@ def package(
 ) -> artifact.Artifact:
     """Everything serving needs, with its manifest (data snapshot, dims, metrics, git sha)."""
     cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
-    bought = data.history[
-        data.history[n.EVENT_TYPE].isin([n.EventType.PURCHASE, n.EventType.RATING])
-    ]
     segments = attributes = None
     users_path = settings.canonical_dir / cfg.dataset / "users.parquet"
     if users_path.exists():  # demographics, where the dataset has them
@@ -308,7 +356,7 @@ def package(
         user_embeddings=fitted.user_emb.numpy(),
         item_embeddings=fitted.item_emb.numpy(),
         catalogue=catalogue,
-        seen=interaction_matrix(bought, data.users, cat_ids),
+        seen=interaction_matrix(bought(data.history), data.users, cat_ids),
         text_embeddings=text.get("embeddings"),
         text_projection=text.get("projection"),
         cold_items=text.get("cold_ids", []),

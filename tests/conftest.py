@@ -86,7 +86,7 @@ def trained(feast_project: FeastProject, tmp_path_factory: pytest.TempPathFactor
     from models.lightgcn import LightGCNConfig
     from models.train import TrainConfig, train
 
-    cfg = TrainConfig(dataset="online-retail", ranker_pairs=300, cold_item_frac=0.1)
+    cfg = TrainConfig(dataset="online-retail", cold_item_frac=0.1)
     gcn = LightGCNConfig(  # small and fast: 3 epochs, so a higher learning rate
         embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096, lr=2e-2
     )

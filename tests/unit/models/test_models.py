@@ -5,11 +5,12 @@ import scipy.sparse as sp
 import torch
 
 from core import names as n
-from models.baselines import ItemKNN, Popularity
+from models.baselines import ItemKNN, ItemKNNConfig, Popularity
 from models.data import IdMap, ground_truth, interaction_matrix, leave_last_out, time_split
-from models.evaluate import evaluate
+from models.evaluate import evaluate, ranked_metrics
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
-from models.ranker import LABEL, category_affinity, labelled_pairs, restore_dropped
+from models.ranker import join_features
+from models.ranker_features import category_affinity
 from models.text import TextProjection
 from models.train import user_vectors_from_history
 
@@ -38,6 +39,27 @@ def test_evaluate_full_ranking_metrics_by_hand():
     assert m["recall@2"] == pytest.approx((1 / 1 + 0) / 2)
     assert m["ndcg@2"] == pytest.approx((1 / np.log2(3)) / 2, abs=1e-5)  # rounded to 5 places
     assert m["coverage@2"] == 1.0 and m["users"] == 2
+
+
+def test_ranked_metrics_count_short_and_missing_lists_as_misses():
+    truth = {0: {1}, 1: {2}, 2: {0}}
+    # user 0: a list of one hit; user 1: an item outside the catalogue (-1) first; user 2: none
+    m = ranked_metrics({0: [1], 1: [-1, 2]}, truth, n_items=4, ks=(1, 2))
+    assert m["hit@1"] == pytest.approx(1 / 3, abs=1e-5)
+    assert m["hit@2"] == pytest.approx(2 / 3, abs=1e-5)
+    assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 3, abs=1e-5)
+    assert m["coverage@2"] == 0.5 and m["users"] == 3
+
+
+def test_itemknn_shrinkage_damps_similarities_on_few_shared_users():
+    # items 0 and 1 share one user; items 2 and 3 share three: equal cosine (1.0) without shrinkage
+    seen = sp.csr_matrix(
+        np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=np.float32)
+    )
+    plain = ItemKNN(seen, ItemKNNConfig(neighbours=3)).sim.toarray()
+    shrunk = ItemKNN(seen, ItemKNNConfig(neighbours=3, shrinkage=3.0)).sim.toarray()
+    assert plain[0, 1] == pytest.approx(plain[2, 3]) == pytest.approx(1.0)
+    assert shrunk[0, 1] == pytest.approx(1 / 4) and shrunk[2, 3] == pytest.approx(3 / 6)
 
 
 def test_time_split_and_leave_last_out():
@@ -69,7 +91,7 @@ def test_interaction_matrix_and_ground_truth_skip_seen_and_unknown():
 
 def test_itemknn_recommends_co_consumed_items_and_popularity_counts_users():
     seen = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32))
-    knn = ItemKNN(seen, k=5).scores(np.array([3]))
+    knn = ItemKNN(seen, ItemKNNConfig(neighbours=5)).scores(np.array([3]))
     assert knn[0, 1] > knn[0, 2] == 0
     assert Popularity(seen).scores(np.array([0, 1])).tolist() == [[3, 2, 1]] * 2
 
@@ -110,15 +132,24 @@ def test_inductive_user_vector_is_one_hop_aggregation():
     assert vec.numpy()[0].tolist() == pytest.approx([1 / np.sqrt(2), 1 / (np.sqrt(2) * 2)])
 
 
-def test_restore_dropped_keeps_every_pair_with_nan_features():
+def test_join_features_keeps_every_row_in_order_with_nan_where_feast_dropped_one():
     ts = pd.Timestamp("2020-01-01", tz="UTC")
-    pairs = pd.DataFrame(
-        {n.USER_ID: ["a", "b"], n.ITEM_ID: ["x", "y"], n.EVENT_TIMESTAMP: [ts, ts], "label": [1, 0]}
-    )
-    got = pairs.iloc[:1].assign(**{"item_stats__views_7d": [3]})
-    out = restore_dropped(pairs, got)
-    assert out["label"].tolist() == [1, 0]
-    assert out["item_stats__views_7d"].iloc[0] == 3 and pd.isna(out["item_stats__views_7d"].iloc[1])
+    rows = pd.DataFrame(
+        {
+            n.USER_ID: ["a", "a", "b"],
+            n.ITEM_ID: ["x", "y", "x"],
+            n.EVENT_TIMESTAMP: [ts, ts, ts],
+            "label": [1, 0, 0],
+        }
+    ).astype({n.EVENT_TIMESTAMP: "datetime64[us, UTC]"})
+    # Feast answered item x once (the item asked once per time) and dropped item y
+    got = pd.DataFrame(
+        {n.ITEM_ID: ["x"], n.EVENT_TIMESTAMP: [ts], "item_stats__views_7d": [3]}
+    ).astype({n.EVENT_TIMESTAMP: "datetime64[ns, UTC]"})
+    out = join_features(rows, got, n.ITEM_ID)
+    assert out["label"].tolist() == [1, 0, 0] and out[n.USER_ID].tolist() == ["a", "a", "b"]
+    views = out["item_stats__views_7d"]
+    assert views.iloc[0] == views.iloc[2] == 3 and pd.isna(views.iloc[1])
 
 
 def test_edge_weights_decay_with_age_and_weigh_behaviour():
@@ -155,13 +186,3 @@ def test_category_affinity_is_the_users_share_of_interest_in_the_items_category(
     weights = [[3.0, 1.0], [3.0, 1.0], [3.0, 1.0], None, [0.0]]
     got = category_affinity(tops, weights, ["mug", "bag", "hat", "mug", "mug"])
     np.testing.assert_allclose(got, [0.75, 0.25, 0, 0, 0])
-
-
-def test_labelled_pairs_draw_hard_negatives_from_retrieval():
-    log = events([("u1", "a", "purchase", 10), ("u2", "b", "purchase", 20)])
-    pairs = labelled_pairs(
-        log, ["a", "b", "c"], 10, seed=0, hard=lambda u: np.array(["z"] * len(u)), hard_share=1
-    )
-    assert sorted(pairs[LABEL].tolist()) == [0, 0, 1, 1]
-    assert set(pairs[pairs[LABEL] == 0][n.ITEM_ID]) == {"z"}
-    assert (pairs[n.EVENT_TIMESTAMP] < pd.Timestamp(30, unit="s", tz="UTC")).all()
