@@ -119,12 +119,15 @@ def served_lists(state: ReplayState, user_ids: list[str], k: int) -> dict[str, l
     return out
 
 
-def evaluate_served(settings: Settings, path: Path, k: int = 20) -> dict[str, Any]:
+def evaluate_served(
+    settings: Settings, path: Path, k: int = 20, both: bool = True
+) -> dict[str, Any]:
     """Replay the evaluated artifact of ``path`` (itself, or the one its manifest names: a
     served artifact trained on everything cannot be measured on its own training data) for
     every test user of its split. Adds ``served_ranker``, ``served_retrieval`` and ``served``
     (the one ``IG_USE_RANKER`` selects) under ``models`` of both metrics.json, and ``served``'s
-    ratio to the best baseline's NDCG@20; returns the updated metrics."""
+    ratio to the best baseline's NDCG@20; returns the updated metrics. ``both=False`` replays
+    the selected order only (``ig train`` does: it saves a replay)."""
     from models.train import TrainConfig, prepare_data
 
     evaluated = evaluated_path(path)
@@ -136,9 +139,12 @@ def evaluate_served(settings: Settings, path: Path, k: int = 20) -> dict[str, An
     users = [data.users.ids[u] for u in data.test_truth]
     features = AsOfFeatures.read(open_store(settings), users, bundle.ids, as_of)
     as_of_us = int((as_of - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
-    results = {}
-    variants = ((SERVED_RANKER, bundle.ranker), (SERVED_RETRIEVAL, None))
-    for name, ranker in variants if bundle.ranker is not None else variants[1:]:
+    results: dict[str, dict[str, Any]] = {}
+    use_ranker = settings.use_ranker and bundle.ranker is not None
+    variants = [(SERVED_RANKER, bundle.ranker), (SERVED_RETRIEVAL, None)]
+    if bundle.ranker is None or not both:
+        variants = [variants[0] if use_ranker else variants[1]]
+    for name, ranker in variants:
         state = ReplayState(settings, replace(bundle, ranker=ranker), features, as_of_us)
         lists = served_lists(state, users, k)
         ranked = {

@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     out = train(s, cfg, gcn)
     if not args.no_evaluate:
-        _evaluate(s, out)
+        _evaluate(s, out, both=False)  # the default order only: `ig evaluate` replays both
     if not args.evaluation_only:
         from models.serve_all import train_served
 
@@ -124,11 +124,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(s: Settings, path: Path) -> None:
+def _evaluate(s: Settings, path: Path, both: bool = True) -> None:
     """``served`` beside the raw models in the artifact's metrics.json, printed as a table."""
     from api.replay import RATIO, evaluate_served
     from models.train import print_table
 
-    metrics = evaluate_served(s, path)
+    metrics = evaluate_served(s, path, both=both)
     print_table(metrics)
     print(f"{RATIO}: {metrics[RATIO]}")

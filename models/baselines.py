@@ -26,8 +26,8 @@ class ItemKNNConfig:
     neighbours: similar items kept per item; shrinkage: added to the cosine's denominator, so
     similarities resting on few shared users shrink toward 0 (Koren 2008)."""
 
-    neighbours: int = 100
-    shrinkage: float = 0.0
+    neighbours: int = 50  # ig tune, Online Retail time cut: val NDCG@20 0.0849 (100, 0: 0.0839)
+    shrinkage: float = 200.0
 
 
 class ItemKNN:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,7 +40,7 @@ def evaluate(
 
 
 def ranked_metrics(
-    ranked: dict[int, np.ndarray | list[int]],
+    ranked: Mapping[int, np.ndarray | list[int]],
     truth: dict[int, set[int]],
     n_items: int,
     ks: tuple[int, ...] = KS,

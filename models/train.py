@@ -23,7 +23,7 @@ from core import names as n
 from core.provenance import git_sha
 from core.settings import Settings
 from models import artifact
-from models.baselines import ItemKNN, Popularity
+from models.baselines import ItemKNN, ItemKNNConfig, Popularity
 from models.data import (
     IdMap,
     Split,
@@ -44,12 +44,14 @@ from models.ranker_features import ItemSpace
 class TrainConfig:
     dataset: str = "online-retail"
     split: str = "time"  # "time" (global cut) or "leave_last_out"
+    val_frac: float = 0.1  # time cut: the share of events (by time) in validation
+    test_frac: float = 0.1  # time cut: the last share of events, the test split
     cold_item_frac: float = 0.05  # items held out of the graph entirely (text cold start)
     inductive_user_frac: float = 0.1  # users held out of the graph (embedded from history)
     ranker: bool = True
     edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
     refit: bool = True  # after early stopping on validation, retrain on train+val
-    bpr_mf_lr: float | None = None  # BPR-MF's learning rate (None: LightGCN's)
+    bpr_mf_lr: float | None = 5e-3  # BPR-MF's own (ig tune; None: LightGCN's)
     seed: int = 0
 
 
@@ -141,7 +143,11 @@ def prepare_data(settings: Settings, cfg: TrainConfig, rng: np.random.Generator)
     canonical = settings.canonical_dir / cfg.dataset
     events = load_events(canonical)
     items_table = pd.read_parquet(canonical / "items.parquet")
-    split = leave_last_out(events) if cfg.split == "leave_last_out" else global_time_split(events)
+    split = (
+        leave_last_out(events)
+        if cfg.split == "leave_last_out"
+        else global_time_split(events, cfg.val_frac, cfg.test_frac)
+    )
     history = pd.concat([split.train, split.val])
     titled = items_table[items_table[n.TITLE].fillna("").str.strip().ne("")]
     warm_candidates = np.array(sorted(set(titled[n.ITEM_ID]) & set(history[n.ITEM_ID])))
@@ -221,7 +227,7 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
     n_items, r_hist, truth = len(data.items), data.r_hist, data.test_truth
     models = {
         "popularity": evaluate(Popularity(r_hist).scores, truth, r_hist, n_items),
-        "itemknn": evaluate(ItemKNN(r_hist).scores, truth, r_hist, n_items),
+        "itemknn": evaluate(ItemKNN(r_hist, ItemKNNConfig()).scores, truth, r_hist, n_items),
         "bpr_mf": evaluate(fitted.mf.scorer(data.adj_hist), truth, r_hist, n_items),
         "lightgcn": evaluate(fitted.gcn.scorer(data.adj_hist), truth, r_hist, n_items),
     }
@@ -391,7 +397,11 @@ def _manifest(
             "embedding": gcn_cfg.embedding_dim,
             "text": 384 if text else None,
         },
-        "hyper_parameters": {"train": asdict(cfg), "lightgcn": gcn_cfg.as_dict()},
+        "hyper_parameters": {
+            "train": asdict(cfg),
+            "lightgcn": gcn_cfg.as_dict(),
+            "itemknn": asdict(ItemKNNConfig()),
+        },
         "metrics": {k: v.get("ndcg@20") for k, v in metrics["models"].items()},
     }
 

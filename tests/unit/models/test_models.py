@@ -56,7 +56,7 @@ def test_itemknn_shrinkage_damps_similarities_on_few_shared_users():
     seen = sp.csr_matrix(
         np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=np.float32)
     )
-    plain = ItemKNN(seen, ItemKNNConfig(neighbours=3)).sim.toarray()
+    plain = ItemKNN(seen, ItemKNNConfig(neighbours=3, shrinkage=0.0)).sim.toarray()
     shrunk = ItemKNN(seen, ItemKNNConfig(neighbours=3, shrinkage=3.0)).sim.toarray()
     assert plain[0, 1] == pytest.approx(plain[2, 3]) == pytest.approx(1.0)
     assert shrunk[0, 1] == pytest.approx(1 / 4) and shrunk[2, 3] == pytest.approx(3 / 6)
