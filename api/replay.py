@@ -25,6 +25,7 @@ from core import names as n
 from core.feast_store import open_store, service_refs
 from core.settings import Settings
 from models import artifact
+from models.data import IdMap
 from models.evaluate import ranked_metrics
 from models.explore import GREEDY, ExploreConfig
 
@@ -126,9 +127,11 @@ def evaluate_served(
     served artifact trained on everything cannot be measured on its own training data) for
     every test user of its split. Adds ``served_ranker``, ``served_retrieval`` and ``served``
     (the one ``IG_USE_RANKER`` selects) under ``models`` of both metrics.json, and ``served``'s
-    ratio to the best baseline's NDCG@20; returns the updated metrics. ``both=False`` replays
-    the selected order only (``ig train`` does: it saves a replay)."""
-    from models.train import TrainConfig, prepare_data
+    ratio to the best baseline's NDCG@20, and the users held out of the graph served from their
+    recent items alone (``inductive_users.served_from_recent_items``); returns the updated
+    metrics. ``both=False`` replays the selected order only (``ig train`` does: it saves a
+    replay)."""
+    from models.train import TrainConfig, inductive_truth, prepare_data
 
     evaluated = evaluated_path(path)
     bundle = Bundle.load(evaluated)
@@ -137,27 +140,30 @@ def evaluate_served(
     data = prepare_data(settings, cfg, np.random.default_rng(cfg.seed))
     as_of = data.split.test[n.EVENT_TIMESTAMP].min()
     users = [data.users.ids[u] for u in data.test_truth]
-    features = AsOfFeatures.read(open_store(settings), users, bundle.ids, as_of)
+    ind_users, _, ind_truth = inductive_truth(data)
+    held_out = [ind_users.ids[u] for u in ind_truth]
+    features = AsOfFeatures.read(open_store(settings), users + held_out, bundle.ids, as_of)
     as_of_us = int((as_of - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
-    results: dict[str, dict[str, Any]] = {}
+
+    def measure(ranker: object | None, ids: IdMap, truth: dict[int, set[int]]) -> dict[str, Any]:
+        state = ReplayState(settings, replace(bundle, ranker=ranker), features, as_of_us)
+        lists = served_lists(state, [ids.ids[u] for u in truth], k)
+        ranked = {u: [data.items.index.get(i, -1) for i in lists[ids.ids[u]]] for u in truth}
+        return ranked_metrics(ranked, truth, len(data.items))
+
     use_ranker = settings.use_ranker and bundle.ranker is not None
     variants = [(SERVED_RANKER, bundle.ranker), (SERVED_RETRIEVAL, None)]
     if bundle.ranker is None or not both:
         variants = [variants[0] if use_ranker else variants[1]]
-    for name, ranker in variants:
-        state = ReplayState(settings, replace(bundle, ranker=ranker), features, as_of_us)
-        lists = served_lists(state, users, k)
-        ranked = {
-            data.users.index[u]: [data.items.index.get(i, -1) for i in lists[u]] for u in users
-        }
-        results[name] = ranked_metrics(ranked, data.test_truth, len(data.items))
-    chosen = (
-        SERVED_RANKER if settings.use_ranker and bundle.ranker is not None else SERVED_RETRIEVAL
-    )
+    results = {name: measure(ranker, data.users, data.test_truth) for name, ranker in variants}
+    chosen = SERVED_RANKER if use_ranker else SERVED_RETRIEVAL
     results[SERVED] = {**results[chosen], "ordered_by": chosen}
+    # users the model never trained on, served from their recent items alone (inductive path)
+    inductive = measure(dict(variants)[chosen], ind_users, ind_truth)
     for target in dict.fromkeys([evaluated, path]):
         metrics = json.loads((target / artifact.METRICS).read_text())
         metrics["models"].update(results)
+        metrics.setdefault("inductive_users", {})["served_from_recent_items"] = inductive
         best = max(metrics["models"][b]["ndcg@20"] for b in BASELINES)
         metrics[RATIO] = round(results[SERVED]["ndcg@20"] / best, 4) if best > 0 else None
         metrics["served_as_of"] = str(as_of)

@@ -232,9 +232,7 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
         "lightgcn": evaluate(fitted.gcn.scorer(data.adj_hist), truth, r_hist, n_items),
     }
     item_emb = fitted.item_emb
-    ind_users = IdMap(sorted(data.inductive))
-    ind_hist = interaction_matrix(data.history, ind_users, data.items)
-    ind_truth = ground_truth(data.split.test, ind_users, data.items, ind_hist)
+    ind_users, ind_hist, ind_truth = inductive_truth(data)
     item_degree = np.asarray(r_hist.sum(axis=0)).ravel()
     ind_vecs = user_vectors_from_history(ind_hist, item_emb, item_degree)
     inductive = evaluate(
@@ -247,6 +245,13 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
         "inductive_users": {"heldout_from_history": inductive, "trained": models["lightgcn"]},
     }
     return metrics
+
+
+def inductive_truth(data: TrainData) -> tuple[IdMap, sp.csr_matrix, dict[int, set[int]]]:
+    """The users held out of the graph: their ids, train+val history [B, I] and test truth."""
+    users = IdMap(sorted(data.inductive))
+    history = interaction_matrix(data.history, users, data.items)
+    return users, history, ground_truth(data.split.test, users, data.items, history)
 
 
 def graph_space(
