@@ -36,9 +36,12 @@ def test_one_user_gets_identical_ranker_inputs_in_training_and_serving(
     )
     state = State(settings)
     events = pd.read_parquet(settings.canonical_dir / "online-retail" / "events.parquet")
-    # After the slice's last event every row the online store holds is the offline row as of
-    # then; both paths read windowed counts at that time (the API through its clock).
-    as_of = events[n.EVENT_TIMESTAMP].max() + pd.Timedelta(seconds=1)
+    # Now: every row the online store holds (materialized, or written by the live job in other
+    # tests, which appends the same rows offline) is the offline row as of now; both paths
+    # read windowed counts at that time (the API through its clock).
+    as_of = max(events[n.EVENT_TIMESTAMP].max(), pd.Timestamp.now(tz="UTC")) + pd.Timedelta(
+        seconds=1
+    )
     as_of_us = int((as_of - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
     state.clock_us = lambda: as_of_us
     recorder = RecordingRanker(state.bundle.ranker)
