@@ -19,6 +19,7 @@ REQUEST_ID = "request_id"
 POSITION = "position"
 POLICY = "policy"
 PROPENSITY = "propensity"
+PROPENSITIES = "propensities"  # {policy: probability of the slot under it}
 EXPLORED = "explored"
 CONTEXT = "context"  # the request's context features for that item (models.explore)
 CONTEXT_DIM = 6  # their length: bias, history, top-category match, hour sin/cos, device

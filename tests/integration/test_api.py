@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from cli.policy import read_own_log
 from core import names as n
 from core.redis_server import RedisServer, free_port, redis_client
+from models.ope import CLICK, own_log_check
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
@@ -253,6 +255,15 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
         ]
         assert {e[n.EVENT_TYPE] for e in shown} == {"impression"}
         assert {e[n.USER_ID] for e in shown} == {user}
+        # every policy's probability of each slot as served: Thompson's own is its propensity
+        # up to the Monte Carlo estimate; greedy would have shown the unexplored slots only
+        probs = [e[n.PROPENSITIES] for e in shown]
+        assert all(set(p) == {"greedy", "epsilon_greedy", "thompson", "contextual"} for p in probs)
+        assert [p["greedy"] for p in probs[:2]] == [1.0, 1.0]
+        explored = [i["explored"] for i in items]
+        assert all(p["greedy"] == 0.0 for p, ex in zip(probs, explored, strict=True) if ex)
+        assert all(0 < p["epsilon_greedy"] < 1 for p in probs)
+        assert [p["thompson"] == 1.0 for p in probs] == [not ex for ex in explored]
 
         click = {"user_id": user, "item_id": items[3]["item_id"], "event_type": "click"}
         r = c.post("/v1/events", json={**click, "request_id": body["request_id"]}, headers=AUTH)
@@ -288,6 +299,13 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
         metrics = c.get("/metrics").text
         assert "ig_impressions_logged_total 29.0" in metrics
         assert 'ig_clicks_total{attributed="true"} 1.0' in metrics
+    # ig evaluate-policy --data stream: the log as OPE reads it (search results carry no
+    # per-policy probabilities); Thompson's log estimates greedy's CTR
+    log = read_own_log("stream", own)
+    assert len(log) == 25 and log[CLICK].sum() == 1
+    assert sorted(log["policy"].unique()) == ["contextual", "greedy", "thompson"]
+    check = own_log_check(log, "thompson", "greedy", n_boot=50)
+    assert check.rows == 10 and check.logged is not None and check.logged.value == 0.0
 
 
 def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, artifact):
