@@ -220,9 +220,16 @@ def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
 
     def counterfactual(rng: np.random.Generator) -> dict[str, list[float]]:
         """Every policy's probability of each slot as served (for off-policy evaluation);
-        run by the impression log's thread, off the request's path."""
-        args = (slate.order, size, q.k, share, cfg, rng, feedback, linear())
-        return {p: np.round(slot_probs(p, *args), 6).tolist() for p in POLICIES}
+        run by the impression log's thread, off the request's path. The serving policy's is
+        its logged propensity (slot_probs would recompute the same); the contextual policy's
+        sums are decoded only here."""
+        out = {q.policy: np.round(slate.propensity, 6).tolist()}
+        for p in POLICIES:
+            if p not in out:
+                lin = linear() if p == CONTEXTUAL else None
+                probs = slot_probs(p, slate.order, size, q.k, share, cfg, rng, feedback, lin)
+                out[p] = np.round(probs, 6).tolist()
+        return out
 
     c.counterfactual = counterfactual
 
