@@ -83,7 +83,7 @@ class Bundle:
             vectors=vectors,
             unit_vectors=_normalise(vectors),
             placed_by=placed,
-            users={u: i for i, u in enumerate(art.users)},
+            users={u: i for i, u in enumerate(art.users) if u != artifact.FORGOTTEN_USER},
             user_vectors=art.user_embeddings,
             seen=art.seen if art.seen is not None else sp.csr_matrix((len(art.users), len(cat))),
             text=text,
@@ -119,6 +119,14 @@ class Bundle:
             return agg.astype(np.float32)
         scale = np.linalg.norm(base) / max(float(np.linalg.norm(agg)), 1e-12)
         return (base + live_weight * scale * agg).astype(np.float32)
+
+    def forget(self, user_id: str) -> None:
+        """Serve ``user_id`` as a stranger from now on (their row of the served arrays is
+        zeroed; the files are rewritten by models.artifact.forget_user)."""
+        row = self.users.pop(user_id, None)
+        self.user_segments.pop(user_id, None)
+        if row is not None:
+            self.user_vectors[row] = 0
 
     def seen_idx(self, user_id: str) -> np.ndarray:
         if user_id not in self.users:

@@ -33,7 +33,7 @@ from core import names as n
 from core.bus import EVENT_FIELD
 
 log = logging.getLogger(__name__)
-REQUEST_KEY = "ig:request:{}"  # hash: item id -> JSON {position, policy, explored, propensity}
+REQUEST_KEY = n.REQUEST_KEY  # hash: item id -> JSON {position, policy, explored, propensity}
 SHOWN = (n.POSITION, n.POLICY, n.EXPLORED, n.PROPENSITY, n.CONTEXT)
 _COUNTERFACTUAL = "_counterfactual"  # on a response's first queued event, until it is written
 Counterfactual = Callable[[np.random.Generator], dict[str, list[float]]]
@@ -132,6 +132,14 @@ class ImpressionLog:
                 if event[n.REQUEST_ID] == request_id and event[n.ITEM_ID] == item_id:
                     return event
         return None
+
+    def forget(self, user_id: str) -> int:
+        """Drop the buffered impressions of ``user_id`` (not yet written); returns how many."""
+        with self._lock:
+            kept = deque(x for x in self._buffer if x[1][n.USER_ID] != user_id)
+            dropped = len(self._buffer) - len(kept)
+            self._buffer = kept
+        return dropped
 
     def flush(self) -> int:
         """Write what is buffered now; returns the impressions written (0 if Redis failed:

@@ -42,6 +42,19 @@ class Profile(BaseModel):
     recent_items: list[str]
 
 
+class Forgotten(BaseModel):
+    """What ``DELETE /v1/users/{user_id}`` removed (stream.forget.ForgetRecord)."""
+
+    forget_id: str = Field(description="The record's id (data/forget/records.jsonl).")
+    at: str
+    seconds: float
+    removed: dict[str, int] = Field(description="Counts removed, by place.")
+    live_job: str = Field(
+        description="none: no live job reads the stream; queued: it will "
+        "drop the shopper's state when it reads the control event."
+    )
+
+
 class Recommendation(BaseModel):
     item_id: str
     title: str | None

@@ -14,7 +14,9 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,6 +120,47 @@ def _counters(url: str, name: str) -> int:
     raise KeyError(f"{name} not on {url}")
 
 
+FLOOD_CLIENTS = 4
+
+
+def _under_score_flood(
+    call: Callable[[requests.Session, int], requests.Response], base: str, n_users: int
+) -> dict[str, object]:
+    """Recommend latency while FLOOD_CLIENTS clients send ``/v1/score`` the most text a request
+    may carry (new items with 500-character titles), as fast as they are answered."""
+    titles = [{"item_id": f"flood-{i}", "title": ("flood text " * 50)[:500]} for i in range(40)]
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+
+    def flood() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            r = session.post(f"{base}/v1/score", json={"user_id": "x", "items": titles}, timeout=30)
+            statuses[r.status_code] += 1
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(FLOOD_CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        session = requests.Session()
+        lat = []
+        for i in range(LATENCY_CALLS):
+            started = time.perf_counter()
+            call(session, i % n_users).raise_for_status()
+            lat.append(time.perf_counter() - started)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    ms = np.asarray(lat) * 1000
+    return {
+        "api_recommend_p50_ms_under_score_flood": round(float(np.percentile(ms, 50)), 3),
+        "api_recommend_p99_ms_under_score_flood": round(float(np.percentile(ms, 99)), 3),
+        "score_flood_clients": FLOOD_CLIENTS,
+        "score_flood_statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
 def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
     from api.bundle import Bundle
     from api.fuzz import fuzz
@@ -216,6 +259,7 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
             "impressions_logged": logged,
             "impressions_dropped": dropped,
         }
+        out |= _under_score_flood(recommend_at(api_port), base, len(users))
         print(f"api: {json.dumps(out)}", flush=True)
         report = fuzz(base, API_KEY, max_examples=25)
         out |= {

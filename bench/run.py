@@ -199,6 +199,9 @@ def main() -> int:
             from bench.sim_bench import simulation_figures  # closed loop: about 3 minutes
 
             results |= simulation_figures(get_settings(), artifacts, redis)
+            from bench.forget_bench import forget_figures  # last: it deletes a shopper
+
+            results |= forget_figures(get_settings(), artifacts, redis, Path(tmp))
         finally:
             if proc is not None:
                 proc.terminate()

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+
+from core import names as n
 
 MANIFEST = "manifest.json"
 WEIGHTS = "lightgcn.pt"
@@ -128,6 +132,61 @@ def read(path: Path) -> Artifact:
         segments=pd.read_parquet(path / SEGMENTS) if segments else None,
         user_attributes=pd.read_parquet(path / USER_ATTRIBUTES) if segments else None,
     )
+
+
+FORGOTTEN_USER = ""  # what takes a forgotten shopper's place in users.json (keeps every row)
+
+
+def forget_user(root: Path, user_id: str) -> int:
+    """Remove ``user_id`` from every artifact under ``root`` (every version, for rollback too):
+    their id in users.json becomes ``FORGOTTEN_USER`` and their rows of the user embeddings,
+    the graph model's weights (users' rows come first) and the purchase matrix become zeros;
+    their demographic row goes. Each file is replaced whole (written aside, then renamed).
+    The next training leaves them out for good. Returns the artifacts changed."""
+    changed = 0
+    versions = Path(root).iterdir() if Path(root).is_dir() else iter(())
+    for path in sorted(p for p in versions if p.is_dir() and not p.is_symlink()):
+        users_file = path / USERS
+        users = json.loads(users_file.read_text()) if users_file.exists() else []
+        if user_id not in users:
+            continue
+        row = users.index(user_id)
+        embeddings = np.load(path / USER_EMBEDDINGS)
+        embeddings[row] = 0
+        with _replacing(path / USER_EMBEDDINGS) as f:
+            np.save(f, embeddings)
+        if (path / WEIGHTS).exists():
+            weights = torch.load(path / WEIGHTS, weights_only=True)
+            for tensor in weights.values():
+                if tensor.ndim == 2 and tensor.shape[0] >= len(users):
+                    tensor[row] = 0
+            with _replacing(path / WEIGHTS) as f:
+                torch.save(weights, f)
+        if (path / SEEN).exists():
+            seen = sp.load_npz(path / SEEN).tolil()
+            seen[row] = 0
+            with _replacing(path / SEEN) as f:
+                sp.save_npz(f, seen.tocsr())
+        if (path / USER_ATTRIBUTES).exists():
+            attrs = pd.read_parquet(path / USER_ATTRIBUTES)
+            attrs = attrs[attrs[n.USER_ID].astype(str) != user_id]
+            with _replacing(path / USER_ATTRIBUTES) as f:
+                attrs.to_parquet(f, index=False)
+        users[row] = FORGOTTEN_USER
+        with _replacing(users_file) as f:
+            f.write(json.dumps(users).encode())
+        changed += 1
+    return changed
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; renamed over ``path`` when the block
+    ends without an error (readers see the old file or the new one, never a part)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        yield f
+    tmp.replace(path)
 
 
 def new_version(dataset: str) -> str:

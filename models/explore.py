@@ -265,9 +265,7 @@ def slot_probs(
     out = np.zeros(len(order))
     explore = policy != GREEDY and share > 0
     eps = min(share, cfg.max_share) if policy == EPSILON_GREEDY else 0.0
-    keep, slots = (
-        _layout(n, k, explore_slots(k, share, cfg)) if explore and not eps else (k, [])
-    )
+    keep, slots = _layout(n, k, explore_slots(k, share, cfg)) if explore and not eps else (k, [])
     rest = np.arange(keep, n)
     p = _probs_of(policy, n, cfg, rng, feedback, linear)(rest) if slots else np.zeros(0)
     for j, item in enumerate(order.tolist()):

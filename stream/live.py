@@ -340,15 +340,19 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
         self._store = open_store(settings)
         self._client = redis_client(settings)
         self._pending: Counter[str] = Counter(pending or {})
+        self._forget_entries: set[str] = set()  # forget control entries not yet acknowledged
         from feast.data_source import PushMode
 
         self._online = PushMode.ONLINE
 
     def write_batch(self, values: list[tuple[str, list[FeatureRow]]]) -> None:
         by_view: dict[str, list[dict[str, Any]]] = {}
-        for _source, rows in values:
+        for source, rows in values:
             for view, row in rows:
-                by_view.setdefault(view, []).append(row)
+                if view == n.FORGOTTEN:  # a forget control entry: deleted once acknowledged
+                    self._forget_entries.add(source)
+                else:
+                    by_view.setdefault(view, []).append(row)
         for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
             rows = write_partition(self._s.offline_dir, view, batch, f"{LIVE_PREFIX}{self._part}")
@@ -366,6 +370,10 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
             retry_redis(
                 lambda: self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
             )
+            if forget := [sid for sid in done if sid in self._forget_entries]:
+                # the request named the shopper: once it has been carried out, it goes too
+                retry_redis(lambda: self._client.xdel(self._s.events_stream, *forget))
+                self._forget_entries.difference_update(forget)
             now_ms = time.time() * 1000
             metrics = stream_metrics()
             for sid in done:

@@ -1,17 +1,21 @@
-"""Users: ``/v1/users/{user_id}/profile``."""
+"""Users: ``/v1/users/{user_id}/profile`` (read key), ``DELETE /v1/users/{user_id}`` (admin key:
+forget the shopper everywhere, stream.forget)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+import redis
 from fastapi import APIRouter, HTTPException
 
-from api.deps import StateDep, UserPath
+from api.deps import ReadKey, StateDep, UserPath, WriteKey
 from api.features import EVENTS_TOTAL, STORE_DOWN, read_context
-from api.schemas import Profile
+from api.schemas import Forgotten, Profile
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
-@router.get("/{user_id}/profile", response_model=Profile)
+@router.get("/{user_id}/profile", response_model=Profile, dependencies=[ReadKey])
 def profile(state: StateDep, user_id: UserPath) -> Profile:
     """A shopper's online features (FeatureService profile_v1) and top interests."""
     try:
@@ -26,3 +30,17 @@ def profile(state: StateDep, user_id: UserPath) -> Profile:
         top_categories=ctx.top_categories,
         recent_items=ctx.recent_items,
     )
+
+
+@router.delete("/{user_id}", response_model=Forgotten, dependencies=[WriteKey])
+def forget(state: StateDep, user_id: UserPath) -> Forgotten:
+    """Forget a shopper everywhere (online and offline store, event log and stream, dead
+    letters, served answers, the model artifacts, the live job's state): their next event
+    starts a new shopper. Answers what was removed where, never the data itself."""
+    try:
+        record = state.forget(user_id)
+    except (redis.RedisError, OSError) as exc:
+        raise HTTPException(
+            503, f"forget stopped ({exc.__class__.__name__}): repeat the call to finish it"
+        ) from exc
+    return Forgotten(**asdict(record))

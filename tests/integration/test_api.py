@@ -21,6 +21,7 @@ from models.ope import CLICK, own_log_check
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
 AUTH = {"X-API-Key": KEY}
+READ = {"X-API-Key": "test-read-key"}
 STAGES = {"query", "candidates", "filter", "hydrate", "score", "select", "decorate"}
 
 
@@ -30,6 +31,7 @@ def settings(feast_project, trained):
         update={
             "artifacts_dir": trained.parent,
             "api_key": SecretStr(KEY),
+            "read_key": SecretStr(READ["X-API-Key"]),
             "events_stream": "test:api:events",
             "max_body_bytes": 64_000,
             "log_impressions": False,  # test_impressions_* log to streams of their own
@@ -65,14 +67,14 @@ def test_health_ready_and_metrics(client, trained):
         "feature_store": True,
         "model": trained.name,
     }
-    client.get("/v1/users/17850/profile")
+    client.get("/v1/users/17850/profile", headers=READ)
     text = client.get("/metrics").text
     assert 'ig_requests_total{route="/v1/users/{user_id}/profile",status="200"}' in text
     assert f'version="{trained.name}"' in text.split("ig_model_info{")[1].split("}")[0]
 
 
 def test_profile_reads_the_users_online_features(client):
-    body = client.get("/v1/users/17850/profile").json()
+    body = client.get("/v1/users/17850/profile", headers=READ).json()
     assert body["known"] is True
     assert body["recent_items"] and body["top_categories"]
     total = body["features"][f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"]
@@ -80,7 +82,7 @@ def test_profile_reads_the_users_online_features(client):
 
 
 def test_profile_of_unknown_user_is_empty_not_an_error(client):
-    body = client.get("/v1/users/nobody-here/profile").json()
+    body = client.get("/v1/users/nobody-here/profile", headers=READ).json()
     assert body["known"] is False and body["recent_items"] == [] and body["top_categories"] == []
     assert set(body["features"].values()) == {None}
 
@@ -94,7 +96,7 @@ def test_recommend_known_user_runs_every_stage_and_skips_what_they_bought(client
     items = [i["item_id"] for i in body["items"]]
     assert len(items) == len(set(items)) == 15
     bought = set(catalogue[n.ITEM_ID].iloc[seen[users.index(user)].indices])
-    recent = set(client.get(f"/v1/users/{user}/profile").json()["recent_items"])
+    recent = set(client.get(f"/v1/users/{user}/profile", headers=READ).json()["recent_items"])
     assert not set(items) & (bought | recent)
     assert not any(i["explored"] for i in body["items"])
     scores = [i["score"] for i in body["items"]]
@@ -337,3 +339,46 @@ def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, arti
     finally:
         server.stop(save=False)
         settings.export_feast_env()
+
+
+def test_reads_that_expose_a_shopper_need_the_read_or_admin_key(client, settings):
+    assert client.get("/v1/users/17850/profile").status_code == 401
+    assert client.get("/v1/users/17850/profile", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/v1/users/17850/profile", headers=READ).status_code == 200
+    assert client.get("/v1/users/17850/profile", headers=AUTH).status_code == 200
+    assert client.delete("/v1/users/17850", headers=READ).status_code == 401  # admin only
+    assert client.get("/v1/recommend/17850", params={"k": 3}).status_code == 200  # open
+    guarded = settings.model_copy(update={"recommend_needs_key": True, "read_key": None})
+    with TestClient(create_app(guarded)) as c:
+        assert c.get("/v1/recommend/17850", params={"k": 3}).status_code == 401
+        assert c.get("/v1/recommend/17850", params={"k": 3}, headers=AUTH).status_code == 200
+        assert c.get("/v1/search", params={"q": "heart", "user_id": "17850"}).status_code == 401
+        assert c.get("/v1/search", params={"q": "heart"}).status_code == 200  # not personal
+        r = c.get("/v1/users/17850/profile", headers=READ)  # no read key set: admin only
+        assert r.status_code == 401
+    closed = settings.model_copy(update={"read_key": None, "api_key": None})
+    with TestClient(create_app(closed)) as c:
+        r = c.get("/v1/users/17850/profile")
+        assert r.status_code == 403 and "IG_READ_KEY" in r.json()["detail"]
+
+
+def test_text_encoding_per_request_is_bounded(client, settings):
+    titles = [{"item_id": f"new-{i}", "title": "A" * 500} for i in range(41)]  # 20,500 chars
+    r = client.post("/v1/score", json={"user_id": "17850", "items": titles})
+    assert r.status_code == 422 and "at most 20000 per request" in r.json()["message"]
+    r = client.post("/v1/score", json={"user_id": "17850", "items": titles[:40]})
+    assert r.status_code == 200 and len(r.json()["scores"]) == 40
+    state = client.app.state.ig
+    state.encoder._slots.acquire()  # another request is encoding
+    try:
+        r = client.post("/v1/score", json={"user_id": "17850", "items": titles[:2]})
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        assert client.get("/v1/search", params={"q": "heart"}).status_code == 429
+        assert client.get("/v1/recommend/17850", params={"k": 3}).status_code == 200
+    finally:
+        state.encoder._slots.release()
+    assert (
+        client.post("/v1/score", json={"user_id": "17850", "items": titles[:2]}).status_code == 200
+    )
+    metrics = client.get("/metrics").text
+    assert 'ig_encoder_refused_total{reason="busy"} 2.0' in metrics
