@@ -102,6 +102,7 @@ class State:
                     s.encoder_concurrency,
                     s.encoder_wait_s,
                     self.metrics,
+                    s.encoder_share,
                 )
             previous = self.bundle.version if self.bundle else None
             self.bundle = bundle  # one assignment: requests see the old or the new, never a mix

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         description="Requests encoding text at once; a request finding none free "
         "within IG_ENCODER_WAIT_S gets 429 with Retry-After.",
     )
+    encoder_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of time each encoder slot may spend encoding (it rests the rest): "
+        "the most of a core text encoding takes from the other routes.",
+    )
     encoder_wait_s: float = Field(
         0.05, ge=0, description="How long a request waits for a free encoder before its 429."
     )
