@@ -54,7 +54,18 @@ class Bundle:
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
+        """The serving bundle of the artifact at ``path``; IncompleteArtifact when its files
+        do not fit together (the caller keeps what it serves)."""
         art = artifact.read(path)
+        try:
+            return cls._build(art, path)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise artifact.IncompleteArtifact(
+                f"{path}: its files do not fit together ({exc.__class__.__name__}: {exc})"
+            ) from exc
+
+    @classmethod
+    def _build(cls, art: artifact.Artifact, path: Path) -> Bundle:
         cat = art.catalogue
         index = {item: ix for ix, item in enumerate(cat[n.ITEM_ID])}
         graph_idx = np.array([index[i] for i in art.items], dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,13 @@ AVAILABLE = "available"
 
 class ArtifactError(RuntimeError):
     """An artifact folder that is missing or incomplete."""
+
+
+class IncompleteArtifact(ArtifactError):
+    """An artifact folder that exists but was not fully written (or was damaged since)."""
+
+
+FILES = "files"  # manifest key: every file of the artifact, written before the manifest
 
 
 @dataclass
@@ -98,7 +106,10 @@ def save(artifact: Artifact, out_root: Path) -> Path:
         with open(out / RANKER, "wb") as f:
             pickle.dump(artifact.ranker, f)
     (out / METRICS).write_text(json.dumps(artifact.metrics, indent=2, default=float))
-    (out / MANIFEST).write_text(json.dumps(artifact.manifest, indent=2))
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    # the manifest goes last and names every file: a folder without it, or without one of
+    # them, was not fully written (read() refuses it)
+    (out / MANIFEST).write_text(json.dumps({**artifact.manifest, FILES: files}, indent=2))
     latest = out_root / LATEST
     if latest.is_symlink() or latest.exists():
         latest.unlink()
@@ -111,7 +122,29 @@ def read(path: Path) -> Artifact:
     path = Path(path).resolve()
     missing = [f for f in REQUIRED if not (path / f).exists()]
     if missing:
-        raise ArtifactError(f"{path}: not a serving artifact (missing {', '.join(missing)})")
+        raise IncompleteArtifact(
+            f"{path}: not a complete serving artifact (missing {', '.join(missing)})"
+        )
+    try:
+        return _read(path)
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise IncompleteArtifact(
+            f"{path}: an unreadable artifact ({exc.__class__.__name__}: {exc})"
+        ) from exc
+
+
+def _read(path: Path) -> Artifact:
+    manifest = json.loads((path / MANIFEST).read_text())
+    gone = [f for f in manifest.get(FILES, []) if not (path / f).exists()]
+    if gone:
+        raise FileNotFoundError(f"{', '.join(gone)} listed in its manifest but not there")
     ranker = None
     if (path / RANKER).exists():
         with open(path / RANKER, "rb") as f:
@@ -119,7 +152,7 @@ def read(path: Path) -> Artifact:
     text = (path / TEXT_EMBEDDINGS).exists()
     segments = (path / SEGMENTS).exists()
     return Artifact(
-        manifest=json.loads((path / MANIFEST).read_text()),
+        manifest=manifest,
         users=json.loads((path / USERS).read_text()),
         items=json.loads((path / ITEMS).read_text()),
         user_embeddings=np.load(path / USER_EMBEDDINGS).astype(np.float32),

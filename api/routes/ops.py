@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import StateDep, WriteKey
 from api.features import STORE_DOWN
 from api.schemas import Health, Readiness, ReloadRequest, ReloadResponse
-from models.artifact import ArtifactError
+from models.artifact import ArtifactError, IncompleteArtifact
 
 router = APIRouter(tags=["ops"])
 
@@ -45,6 +45,9 @@ def reload(state: StateDep, body: Annotated[ReloadRequest | None, Body()] = None
     finish on the old one."""
     try:
         version, previous = state.load(body.version if body else None)
+    except IncompleteArtifact as exc:  # the serving model stays
+        serving = state.bundle.version if state.bundle else "none"
+        raise HTTPException(409, f"{exc}; still serving {serving}") from exc
     except ArtifactError as exc:
         raise HTTPException(404, str(exc)) from exc
     return ReloadResponse(version=version, previous=previous)

@@ -1,6 +1,7 @@
 """The scoring API over a real Feast project, a real Redis and a model trained on the slice."""
 
 import json
+import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -384,3 +385,33 @@ def test_text_encoding_per_request_is_bounded(client, settings):
     )
     metrics = client.get("/metrics").text
     assert 'ig_encoder_refused_total{reason="busy"} 1.0' in metrics
+
+
+def test_an_incomplete_artifact_is_refused_and_the_serving_one_stays(settings, trained, tmp_path):
+    root = tmp_path / "artifacts"
+    broken = root / "20990101-000000-broken"
+    shutil.copytree(trained, broken)
+    (broken / "item_embeddings.npy").unlink()  # a copy that stopped half-way
+    (root / "latest").symlink_to(broken.name)
+    truncated = root / "20990101-000001-truncated"
+    shutil.copytree(trained, truncated)
+    data = (truncated / "catalogue.parquet").read_bytes()
+    (truncated / "catalogue.parquet").write_bytes(data[: len(data) // 2])
+    shutil.copytree(trained, root / trained.name)
+    own = settings.model_copy(update={"artifacts_dir": root})
+    with TestClient(create_app(own)) as c:  # starts without a model, and says why
+        r = c.get("/v1/recommend/17850")
+        assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
+        ok = c.post("/v1/admin/reload", json={"version": trained.name}, headers=AUTH)
+        assert ok.status_code == 200
+        for bad in (broken.name, truncated.name):
+            r = c.post("/v1/admin/reload", json={"version": bad}, headers=AUTH)
+            assert r.status_code == 409, r.text
+            assert f"still serving {trained.name}" in r.json()["detail"]
+        assert (
+            "item_embeddings.npy"
+            in c.post("/v1/admin/reload", json={"version": broken.name}, headers=AUTH).json()[
+                "detail"
+            ]
+        )
+        assert c.get("/v1/recommend/17850", params={"k": 3}).status_code == 200
