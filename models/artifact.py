@@ -9,7 +9,6 @@ with :func:`save`; the API reads it with :func:`read` (api.bundle builds on that
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from core import names as n
+from models.ranker import Ranker
 
 MANIFEST = "manifest.json"
 WEIGHTS = "lightgcn.pt"
@@ -38,7 +38,10 @@ USER_ATTRIBUTES = "user_attributes.parquet"  # user_id + the segment attributes
 TEXT_EMBEDDINGS = "catalogue_text_embeddings.npy"  # [C, 384]
 TEXT_PROJECTION = "text_projection.npy"  # [384 + 1, D]
 COLD_ITEMS = "cold_items.json"
-RANKER = "ranker.pkl"
+RANKER = "ranker.skops"  # the ranker's trees in skops' format (no code is run to load it)
+RANKER_COLUMNS = "ranker.json"  # the ranker's input columns, in order
+# What a ranker file may hold beyond skops' default-trusted types: loading refuses the rest.
+RANKER_TYPES = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
 METRICS = "metrics.json"
 PLOT = "training.png"
 LATEST = "latest"
@@ -75,7 +78,7 @@ class Artifact:
     text_embeddings: np.ndarray | None = None
     text_projection: np.ndarray | None = None
     cold_items: list[str] = field(default_factory=list)
-    ranker: Any = None
+    ranker: Ranker | None = None
     segments: pd.DataFrame | None = None
     user_attributes: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +106,7 @@ def save(artifact: Artifact, out_root: Path) -> Path:
         np.save(out / TEXT_PROJECTION, artifact.text_projection)
         (out / COLD_ITEMS).write_text(json.dumps(artifact.cold_items))
     if artifact.ranker is not None:
-        with open(out / RANKER, "wb") as f:
-            pickle.dump(artifact.ranker, f)
+        save_ranker(artifact.ranker, out)
     (out / METRICS).write_text(json.dumps(artifact.metrics, indent=2, default=float))
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     # the manifest goes last and names every file: a folder without it, or without one of
@@ -132,7 +134,6 @@ def read(path: Path) -> Artifact:
         ValueError,
         KeyError,
         EOFError,
-        pickle.UnpicklingError,
         zipfile.BadZipFile,
     ) as exc:
         raise IncompleteArtifact(
@@ -145,10 +146,7 @@ def _read(path: Path) -> Artifact:
     gone = [f for f in manifest.get(FILES, []) if not (path / f).exists()]
     if gone:
         raise FileNotFoundError(f"{', '.join(gone)} listed in its manifest but not there")
-    ranker = None
-    if (path / RANKER).exists():
-        with open(path / RANKER, "rb") as f:
-            ranker = pickle.load(f)
+    ranker = load_ranker(path) if (path / RANKER).exists() else None
     text = (path / TEXT_EMBEDDINGS).exists()
     segments = (path / SEGMENTS).exists()
     return Artifact(
@@ -165,6 +163,28 @@ def _read(path: Path) -> Artifact:
         segments=pd.read_parquet(path / SEGMENTS) if segments else None,
         user_attributes=pd.read_parquet(path / USER_ATTRIBUTES) if segments else None,
     )
+
+
+def save_ranker(ranker: Ranker, folder: Path) -> None:
+    """The ranker's model in skops' format (scikit-learn's safe persistence: a file of data that
+    loading checks type by type, never code run by unpickling) and its columns as JSON."""
+    import skops.io as sio
+
+    sio.dump(ranker.model, folder / RANKER)
+    (folder / RANKER_COLUMNS).write_text(json.dumps(ranker.columns))
+
+
+def load_ranker(folder: Path) -> Ranker:
+    """The ranker saved by :func:`save_ranker`; ValueError if its file holds any type beyond
+    skops' trusted ones and ``RANKER_TYPES``."""
+    import skops.io as sio
+
+    unexpected = set(sio.get_untrusted_types(file=folder / RANKER)) - RANKER_TYPES
+    if unexpected:
+        raise ValueError(f"{RANKER} holds types this project does not load: {sorted(unexpected)}")
+    ranker = Ranker(columns=json.loads((folder / RANKER_COLUMNS).read_text()))
+    ranker.model = sio.load(folder / RANKER, trusted=sorted(RANKER_TYPES))
+    return ranker
 
 
 FORGOTTEN_USER = ""  # what takes a forgotten shopper's place in users.json (keeps every row)

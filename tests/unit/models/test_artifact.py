@@ -1,14 +1,25 @@
-"""models.artifact: forgetting a shopper in saved artifacts (every version)."""
+"""models.artifact: forgetting a shopper in saved artifacts (every version); the ranker's safe
+format."""
 
 import json
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 import torch
 
 from core import names as n
-from models.artifact import FORGOTTEN_USER, Artifact, forget_user, read, save
+from models.artifact import (
+    FORGOTTEN_USER,
+    Artifact,
+    IncompleteArtifact,
+    forget_user,
+    read,
+    save,
+)
+from models.ranker import Ranker
 
 
 def _artifact(version: str) -> Artifact:
@@ -46,3 +57,22 @@ def test_forget_user_zeroes_their_rows_in_every_version_and_keeps_the_others(tmp
         assert "u2" not in json.loads((tmp_path / version / "users.json").read_text())
     assert forget_user(tmp_path, "u2") == 0  # nothing left to change
     assert forget_user(tmp_path / "missing", "u2") == 0
+
+
+def test_the_ranker_is_saved_in_skops_format_and_loaded_without_unpickling(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((300, 3)), rng.random(300) > 0.5
+    ranker = Ranker(columns=["a", "b", "c"])
+    ranker.model.fit(x, y)
+    art = _artifact("v1")
+    art.ranker = ranker
+    save(art, tmp_path)
+    assert not list(tmp_path.glob("v1/*.pkl"))
+    loaded = read(tmp_path / "v1").ranker
+    assert loaded.columns == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.predict_matrix(x), ranker.predict_matrix(x))
+    import skops.io as sio
+
+    sio.dump({"model": ranker.model, "x": Decimal(1)}, tmp_path / "v1" / "ranker.skops")
+    with pytest.raises(IncompleteArtifact, match="holds types this project does not load"):
+        read(tmp_path / "v1")
