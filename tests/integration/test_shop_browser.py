@@ -1,0 +1,101 @@
+"""The shop page in a real browser (headless Chromium): the page, the API, the live job
+(``ig stream``, Bytewax) and Redis are all real. Fails, never skips, without Chromium."""
+
+import json
+import shutil
+import uuid
+from collections import Counter
+
+import pytest
+from pydantic import SecretStr
+
+from cli.shop import shop_stack, wait_live_job
+from core.redis_server import free_port
+from core.settings import ROOT
+
+pytestmark = pytest.mark.integration
+KEY = "shop-test-key"
+DOCS_SCREENSHOT = ROOT / "docs" / "shop.png"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from bench.browser import chromium
+
+    driver = chromium()  # raises BrowserMissing without the system Chromium: the test fails
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def shop(feast_project, trained, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    settings = feast_project.settings.model_copy(
+        update={
+            "artifacts_dir": trained.parent,
+            "api_key": SecretStr(KEY),
+            "events_stream": f"test:{tag}:events",
+            "dead_letter_stream": f"test:{tag}:dead",
+        }
+    )
+    log = tmp_path / "stream.log"
+    try:
+        with shop_stack(settings, free_port(), tmp_path / "recovery", log) as (base, job):
+            assert job is not None, "the test starts its own live job"
+            wait_live_job(settings, job, log, timeout=300)
+            yield base
+    finally:
+        feast_project.settings.export_feast_env()
+
+
+def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained, tmp_path):
+    from bench.browser import ShopPage
+
+    users = json.loads((trained / "users.json").read_text())
+    page = ShopPage(browser)
+    page.open(shop, KEY, user=users[len(users) // 2])  # the page as shipped: it explores
+    before = page.shelf()
+    assert len(before) == 12
+    categories = page.script(
+        "return [...document.querySelectorAll('#category option')].map(o => o.value)"
+    )
+    shelf_share = Counter(c.category for c in before)
+    target = min(categories[1:6], key=lambda c: shelf_share[c])  # well stocked, least shown
+    picks = page.pick_category(target)[:3]
+
+    for item in picks:
+        page.open_product(item, where="grid")
+
+    page.wait(lambda: page.recent_items()[:3] == picks[::-1])  # the panel reads Feast online
+    after = page.shelf()
+    page.script("window.scrollTo(0, 0)")
+    page.screenshot(tmp_path / "shop.png")
+    shutil.copy2(tmp_path / "shop.png", DOCS_SCREENSHOT)
+    share_before = sum(c.category == target for c in before)
+    share_after = sum(c.category == target for c in after)
+    assert share_after > share_before, (target, before, after)
+    assert target in page.top_categories()
+    assert not set(picks) & {c.item_id for c in after}  # just seen: filtered from the shelf
+    assert page.notice() == ""  # not degraded, and the key was taken from the address
+
+
+@pytest.fixture
+def redis_down(feast_project, trained, tmp_path):
+    down = feast_project.settings.model_copy(
+        update={"artifacts_dir": trained.parent, "redis_port": free_port()}  # nothing listens
+    )
+    log = tmp_path / "stream.log"
+    try:
+        with shop_stack(down, free_port(), tmp_path / "recovery", log, start_job=False) as (b, _):
+            yield b
+    finally:
+        feast_project.settings.export_feast_env()
+
+
+def test_shop_page_says_degraded_when_redis_is_down(redis_down, browser):
+    from bench.browser import ShopPage
+
+    page = ShopPage(browser)
+    page.open(redis_down, KEY, user="someone")
+    page.wait(lambda: "Degraded mode" in page.notice())
+    assert len(page.shelf()) == 12  # popular items still fill the shelf
