@@ -15,7 +15,9 @@ from urllib.parse import urlencode
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -112,17 +114,38 @@ class ShopPage:
             "return [...document.querySelectorAll('#grid .card')].map(b => b.dataset.itemId)"
         )
 
-    def open_product(self, item_id: str, where: str = "grid") -> None:
-        """Click a product card (a real click: the page posts the view) and wait until the
-        shelf has been refreshed after it; then close the product."""
+    def open_product(self, item_id: str, where: str = "grid", keyboard: bool = False) -> None:
+        """Open a product card (a real click, or focus + Enter with ``keyboard``; the page
+        posts the view), wait until the shelf has been refreshed after it, close the product
+        (its Close button, or Escape)."""
         before = self.shelf_version()
         card = self.driver.find_element(
             By.CSS_SELECTOR, f'#{where} .card[data-item-id="{item_id}"]'
         )
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", card)
-        card.click()
+        if keyboard:
+            self.driver.execute_script("arguments[0].focus()", card)
+            ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        else:
+            card.click()
+        self.wait(lambda: self.script("return document.getElementById('product').open"))
         self.wait(lambda: self.shelf_version() > before)
-        self.driver.find_element(By.ID, "close").click()
+        if keyboard:
+            ActionChains(self.driver).send_keys(Keys.ESCAPE).perform()
+        else:
+            self.driver.find_element(By.ID, "close").click()
+        self.wait(lambda: not self.script("return document.getElementById('product').open"))
+
+    def overflows(self, width: int, height: int = 844) -> bool:
+        """At this window size, is the page wider than the window (a horizontal scroll)?"""
+        size = self.driver.get_window_size()
+        self.driver.set_window_size(width, height)
+        try:
+            return bool(
+                self.script("return document.documentElement.scrollWidth > window.innerWidth")
+            )
+        finally:
+            self.driver.set_window_size(size["width"], size["height"])
 
     def recent_items(self) -> list[str]:
         """The item ids the side panel lists as the shopper's recent items (from Feast)."""

@@ -42,10 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def live_job_running(settings: Settings) -> bool:
     """A live job reads the event stream (it polled it in the last few seconds)."""
+    import redis
+
     from core.bus import stream_status
     from core.redis_server import redis_client
 
-    status = stream_status(redis_client(settings), settings.events_stream, settings.consumer_group)
+    try:
+        status = stream_status(
+            redis_client(settings), settings.events_stream, settings.consumer_group
+        )
+    except (redis.RedisError, OSError):  # Redis down: nothing reads the stream now
+        return False
     return status.job_seen_s is not None and status.job_seen_s < LIVE_JOB_IDLE_S
 
 
@@ -96,7 +103,11 @@ def cmd_shop(args: argparse.Namespace) -> int:
     try:
         with stack as (base, job):
             if job is not None:
-                print(f"live job started (pid {job.pid}, log {log})", flush=True)
+                print(
+                    f"live job started (pid {job.pid}, log {log}); it first rebuilds its state "
+                    "from the backfill (about a minute on Online Retail without a snapshot)",
+                    flush=True,
+                )
             print(
                 f"\nshop: {base}/shop/#key={key.get_secret_value()}\n"
                 "  (the key after # lets the page send clicks; it never reaches the server's "
@@ -104,10 +115,16 @@ def cmd_shop(args: argparse.Namespace) -> int:
                 flush=True,
             )
             deadline = None if args.seconds is None else time.monotonic() + args.seconds
+            reading = False
             while deadline is None or time.monotonic() < deadline:
                 if job is not None and job.poll() is not None:
                     print(f"the live job exited ({job.returncode}): see {log}", file=sys.stderr)
                     return 2
+                if not reading and live_job_running(settings):
+                    reading = True
+                    print(
+                        "live job reading the event stream: clicks now reach the shelf", flush=True
+                    )
                 time.sleep(0.5)
     except KeyboardInterrupt:
         print("stopped", flush=True)

@@ -63,8 +63,9 @@ def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained,
     target = min(categories[1:6], key=lambda c: shelf_share[c])  # well stocked, least shown
     picks = page.pick_category(target)[:3]
 
-    for item in picks:
-        page.open_product(item, where="grid")
+    page.open_product(picks[0], where="grid")
+    page.open_product(picks[1], where="grid")
+    page.open_product(picks[2], where="grid", keyboard=True)  # focus + Enter, Escape closes
 
     page.wait(lambda: page.recent_items()[:3] == picks[::-1])  # the panel reads Feast online
     after = page.shelf()
@@ -77,6 +78,7 @@ def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained,
     assert target in page.top_categories()
     assert not set(picks) & {c.item_id for c in after}  # just seen: filtered from the shelf
     assert page.notice() == ""  # not degraded, and the key was taken from the address
+    assert not page.overflows(390)  # phone width: one column, no horizontal scroll
 
 
 @pytest.fixture
