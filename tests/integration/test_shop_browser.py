@@ -2,13 +2,19 @@
 (``ig stream``, Bytewax) and Redis are all real. Fails, never skips, without Chromium."""
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
 import uuid
 from collections import Counter
 
 import pytest
+import requests
 from pydantic import SecretStr
 
+from cli.procs import child_env, ig_command, stop
 from cli.shop import shop_stack, wait_live_job
 from core.redis_server import free_port
 from core.settings import ROOT
@@ -101,3 +107,41 @@ def test_shop_page_says_degraded_when_redis_is_down(redis_down, browser):
     page.open(redis_down, KEY, user="someone")
     page.wait(lambda: "Degraded mode" in page.notice())
     assert len(page.shelf()) == 12  # popular items still fill the shelf
+
+
+def test_ig_shop_prints_the_page_address_and_stops_its_live_job(feast_project, trained):
+    """``make shop`` (the end of ``make demo``): serves until stopped (SIGTERM here, like
+    Ctrl-C), then stops the live job it started."""
+    tag = uuid.uuid4().hex[:8]
+    s = feast_project.settings.model_copy(
+        update={"events_stream": f"test:{tag}:events", "dead_letter_stream": f"test:{tag}:dead"}
+    )
+    port = free_port()
+    env = child_env(s, IG_ARTIFACTS_DIR=str(trained.parent))
+    env.pop("IG_API_KEY", None)
+    proc = subprocess.Popen(
+        [*ig_command("shop"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        while not any(line.startswith("shop: ") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)  # exited before printing the address
+            lines.append(line)
+        url = next(line for line in lines if line.startswith("shop: ")).split()[1]
+        assert url.startswith(f"http://127.0.0.1:{port}/shop/#key=") and len(url) > 50
+        page = requests.get(url.split("#")[0], timeout=30)
+        assert page.status_code == 200 and "InterestGraph shop" in page.text
+        job_pid = int(re.search(r"live job started \(pid (\d+)", "".join(lines)).group(1))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            stop(proc, timeout=60)  # SIGTERM first: ig shop then stops its live job
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)  # the live job was stopped and reaped
