@@ -58,7 +58,7 @@ def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained,
     from bench.browser import ShopPage
 
     users = json.loads((trained / "users.json").read_text())
-    page = ShopPage(browser)
+    page = ShopPage(browser, timeout=60)  # a fresh live job's first write is slow
     page.open(shop, KEY, user=users[len(users) // 2])  # the page as shipped: it explores
     before = page.shelf()
     assert len(before) == 12

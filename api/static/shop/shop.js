@@ -4,7 +4,7 @@
 const params = new URLSearchParams(location.search);
 const NEW_SHOPPER = "__new__";
 const SHELF_K = 12;
-const FEATURE_WAIT_MS = 8000; // give up waiting for the live job after this long
+const FEATURE_WAIT_MS = 30000; // give up waiting for the live job after this long
 const items = new Map(); // item_id -> {title, category}: names for the profile panel
 const state = { user: null, gridOffset: 0, product: null, shelfVersion: 0, firstShelf: true };
 // Timings the benchmark reads (bench/shop_bench.py): ms since navigation / since a click.
@@ -182,6 +182,9 @@ async function waitForFeatures() {
   while (performance.now() < deadline) {
     const s = await loadLive();
     if (s && s.lag === 0 && s.pending === 0) return (await loadProfile()) !== null;
+    if (s && s.behind_s > 1) {
+      $("product-status").textContent = `Recorded; the live job is ${s.behind_s.toFixed(1)} s behind…`;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   await loadProfile();
