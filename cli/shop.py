@@ -128,6 +128,9 @@ def cmd_shop(args: argparse.Namespace) -> int:
                 time.sleep(0.5)
     except KeyboardInterrupt:
         print("stopped", flush=True)
+    except RuntimeError as exc:  # the API could not start (port taken: --port / IG_API_PORT)
+        print(f"shop: {exc} on port {port} (taken? use --port)", file=sys.stderr)
+        return 2
     return 0
 
 
