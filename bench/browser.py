@@ -147,6 +147,21 @@ class ShopPage:
         finally:
             self.driver.set_window_size(size["width"], size["height"])
 
+    def search(self, query: str) -> list[Card]:
+        """Type ``query`` into the search box, press Enter; the result cards."""
+        box = self.driver.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys(query, Keys.ENTER)
+        self.wait(lambda: self.script("return document.querySelectorAll('#results .card').length"))
+        rows = self.script(
+            "return [...document.querySelectorAll('#results .card')].map(b => "
+            "[b.dataset.itemId, b.dataset.category, b.dataset.explored === 'true'])"
+        )
+        return [Card(*row) for row in rows]
+
+    def product_status(self) -> str:
+        return self.script("return document.getElementById('product-status').textContent")
+
     def recent_items(self) -> list[str]:
         """The item ids the side panel lists as the shopper's recent items (from Feast)."""
         return self.script(

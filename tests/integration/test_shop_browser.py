@@ -86,6 +86,11 @@ def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained,
     assert page.notice() == ""  # not degraded, and the key was taken from the address
     assert not page.overflows(390)  # phone width: one column, no horizontal scroll
 
+    hits = page.search("red heart candle")  # a search hit opened: click + view, attributed
+    page.open_product(hits[0].item_id, where="results")
+    assert page.product_status().startswith("In your live profile")  # the API took both
+    page.wait(lambda: page.recent_items()[0] == hits[0].item_id)
+
 
 @pytest.fixture
 def redis_down(feast_project, trained, tmp_path):
