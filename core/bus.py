@@ -128,7 +128,8 @@ def _age_s(now_ms: int, raw_id: bytes | str | None) -> float | None:
 
 
 def stream_status(client: redis.Redis, stream: str, group: str) -> LiveStatus:
-    """The live job's progress on ``stream``, timed by the Redis clock (entry ids carry it)."""
+    """The live job's progress on ``stream``. Entry ages use the Redis clock (entry ids carry
+    it); the heartbeat's age this host's clock (the job writes its own)."""
     seconds, micros = client.time()
     now_ms = seconds * 1000 + micros // 1000
     beats = [float(v) for v in client.hvals(heartbeat_key(stream))]
