@@ -10,15 +10,19 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from api.encoder import EncoderBusy, TooMuchText
 from api.routes import ROUTERS
 from api.state import State
 from core.settings import Settings, get_settings
+
+SHOP_DIR = Path(__file__).resolve().parent / "static" / "shop"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(EncoderBusy, encoder_busy)  # type: ignore[arg-type]
     for router in ROUTERS:
         app.include_router(router)
+    # The shop page (/shop/): plain HTML, CSS and one script calling the routes above.
+    app.mount("/shop", StaticFiles(directory=SHOP_DIR, html=True), name="shop")
     return app
 
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.procs import child_env, ig_command, start_live_job, stop
 from core import names as n
 from core.redis_server import RedisServer, free_port
 from core.settings import ROOT, Settings, get_settings
@@ -257,11 +258,11 @@ def _prepare_base(
             update={"data_dir": warm, "events_stream": SIM_STREAM, "dead_letter_stream": SIM_DEAD}
         )
         t = time.monotonic()
-        job = [*_ig("stream"), "-r", str(warm / "recovery"), "--idle-stop", "1"]
+        job = [*ig_command("stream"), "-r", str(warm / "recovery"), "--idle-stop", "1"]
         done = subprocess.run(
             [*job, "--report-s", "3600"],
             cwd=ROOT,
-            env=_env(warm_settings),
+            env=child_env(warm_settings),
             capture_output=True,
             text=True,
             timeout=900,
@@ -311,25 +312,6 @@ def _feast_env(settings: Settings) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _ig(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        **settings.feast_env(),
-        "IG_EVENTS_STREAM": settings.events_stream,
-        "IG_DEAD_LETTER_STREAM": settings.dead_letter_stream,
-        "IG_CONSUMER_GROUP": settings.consumer_group,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "OMP_NUM_THREADS": "1",
-        **extra,
-    }
-
-
 # -- one policy ------------------------------------------------------------------------------
 
 
@@ -366,17 +348,8 @@ def _stack(base: Base, work: Path, artifacts: Path) -> Iterator[_Stack]:
     port = free_port()
     logs = {"stream": folder / "stream.log", "api": folder / "api.log"}
     try:
-        with open(logs["stream"], "wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [*_ig("stream"), "-r", str(folder / "recovery"), "--report-s", "3600"],
-                    cwd=ROOT,
-                    env=_env(settings),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            )
-        env = _env(
+        procs.append(start_live_job(settings, folder / "recovery", logs["stream"]))
+        env = child_env(
             settings,
             IG_ARTIFACTS_DIR=str(artifacts),
             IG_API_KEY=key,
@@ -412,12 +385,7 @@ def _stack(base: Base, work: Path, artifacts: Path) -> Iterator[_Stack]:
         yield stack
     finally:
         for proc in reversed(procs):  # API, live job, then Redis
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
 def _wait_ready(stack: _Stack, timeout: float = 240.0) -> None:

@@ -35,6 +35,7 @@ from bytewax.outputs import (
 
 from core import names as n
 from core.bus import (
+    HEARTBEAT_S,
     REPLAY,
     STREAM_ID,
     decode_entry,
@@ -42,6 +43,7 @@ from core.bus import (
     entry_id,
     group_info,
     group_progress,
+    heartbeat,
 )
 from core.redis_server import redis_client
 from core.settings import Settings
@@ -139,6 +141,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         self._idle_since: float | None = None
         self._backoff_until = 0.0
         self._lag_checked = 0.0
+        self._beat_at = 0.0
         self._history = history
         self._pending_ids: set[str] = set()
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
@@ -235,6 +238,10 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
 
     def _read_live(self) -> list[dict[str, Any]]:
         s = self._s
+        if time.monotonic() - self._beat_at > HEARTBEAT_S:  # "reading, caught up with history"
+            self._beat_at = time.monotonic()
+            with contextlib.suppress(redis.RedisError):
+                heartbeat(self._client, s.events_stream, self._consumer)
         try:
             if self._backlog_end is not None:
                 after = self._state.last or self._state.catch_up_end

@@ -1,18 +1,36 @@
-"""Users: ``/v1/users/{user_id}/profile`` (read key), ``DELETE /v1/users/{user_id}`` (admin key:
-forget the shopper everywhere, stream.forget)."""
+"""Users: ``/v1/users`` (shoppers the model was trained on), ``/v1/users/{user_id}/profile``
+(both need the read key), ``DELETE /v1/users/{user_id}`` (admin key: forget the shopper
+everywhere, stream.forget)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
+import numpy as np
 import redis
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import ReadKey, StateDep, UserPath, WriteKey
+from api.deps import BundleDep, ReadKey, StateDep, UserPath, WriteKey
 from api.features import EVENTS_TOTAL, STORE_DOWN, read_context
-from api.schemas import Forgotten, Profile
+from api.schemas import Forgotten, Profile, Shopper
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+@router.get("", response_model=list[Shopper], dependencies=[ReadKey])
+def shoppers(
+    bundle: BundleDep, limit: Annotated[int, Query(ge=1, le=100, description="1..100")] = 12
+) -> list[Shopper]:
+    """Trained shoppers spread over history sizes (most to fewest items), so a demo can
+    pick a heavy buyer or a light one."""
+    users = list(bundle.users)
+    if not users:
+        return []
+    history = np.diff(bundle.seen.indptr)[[bundle.users[u] for u in users]]
+    order = np.argsort(-history, kind="stable")
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(limit, len(order))).astype(int))]
+    return [Shopper(user_id=users[i], history=int(history[i])) for i in picks.tolist()]
 
 
 @router.get("/{user_id}/profile", response_model=Profile, dependencies=[ReadKey])
