@@ -70,7 +70,8 @@ def test_shoppers_span_history_sizes_and_items_are_named_in_order(client, traine
     users = json.loads((trained / "users.json").read_text())
     seen = sp.load_npz(trained / "seen.npz").tocsr()
     history = dict(zip(users, np.diff(seen.indptr).tolist(), strict=True))
-    shoppers = client.get("/v1/users", params={"limit": 5}).json()
+    assert client.get("/v1/users", params={"limit": 5}).status_code == 401  # it names shoppers
+    shoppers = client.get("/v1/users", params={"limit": 5}, headers={"X-API-Key": KEY}).json()
     assert len(shoppers) == 5
     assert all(history[s["user_id"]] == s["history"] for s in shoppers)
     assert shoppers[0]["history"] == max(history.values())

@@ -96,7 +96,11 @@ def test_shop_shelf_follows_three_clicks_in_one_category(shop, browser, trained,
 @pytest.fixture
 def redis_down(feast_project, trained, tmp_path):
     down = feast_project.settings.model_copy(
-        update={"artifacts_dir": trained.parent, "redis_port": free_port()}  # nothing listens
+        update={  # nothing listens on that port
+            "artifacts_dir": trained.parent,
+            "redis_port": free_port(),
+            "api_key": SecretStr(KEY),
+        }
     )
     log = tmp_path / "stream.log"
     try:

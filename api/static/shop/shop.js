@@ -303,7 +303,13 @@ async function search(event) {
 }
 
 async function loadShoppers() {
-  const shoppers = await api.get("/v1/users", { limit: 12 });
+  let shoppers = [];
+  try {
+    shoppers = await api.get("/v1/users", { limit: 12 });
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 403) throw e; // no model: main() says so
+    notice(`Known shoppers and live profiles need a key (${e.message}): open the address \`ig shop\` printed.`);
+  }
   const select = $("shopper");
   select.append(el("option", { value: NEW_SHOPPER, textContent: "New shopper" }),
     ...shoppers.map((s) => el("option", { value: s.user_id, textContent: `${s.user_id} (${s.history} items)` })));
