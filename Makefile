@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo api-demo \
-        simulate test test-unit test-integration test-fallback bench lint format clean
+        shop simulate test test-unit test-integration test-fallback bench lint format clean
 
 help: ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -59,10 +59,13 @@ serve: install redis-up ## run the API (uvicorn, http://127.0.0.1:8000/docs)
 summary: install ## print rows per table and one user's online features read through Feast
 	$(IG) summary
 
-demo: install redis-up import backfill apply materialize summary train api-demo ## the whole job on the shipped defaults
+demo: install redis-up import backfill apply materialize summary train api-demo shop ## the whole job, then the shop page until Ctrl-C (SHOP_ARGS="--for 60" to stop by itself)
 
 api-demo: install redis-up ## start the API and print a few real calls and their answers
 	$(IG) api-demo
+
+shop: install redis-up ## serve the shop page (API + live job) at /shop/ until Ctrl-C; prints its address
+	$(IG) shop $(SHOP_ARGS)
 
 simulate: install ## closed loop: simulated shoppers via the API + live job per policy (SIM_ARGS=)
 	$(IG) simulate $(SIM_ARGS)

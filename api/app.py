@@ -10,14 +10,19 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
+from api.encoder import EncoderBusy, TooMuchText
 from api.routes import ROUTERS
 from api.state import State
 from core.settings import Settings, get_settings
+
+SHOP_DIR = Path(__file__).resolve().parent / "static" / "shop"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,8 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.middleware("http")(observe)
     app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(TooMuchText, too_much_text)  # type: ignore[arg-type]
+    app.add_exception_handler(EncoderBusy, encoder_busy)  # type: ignore[arg-type]
     for router in ROUTERS:
         app.include_router(router)
+    # The shop page (/shop/): plain HTML, CSS and one script calling the routes above.
+    app.mount("/shop", StaticFiles(directory=SHOP_DIR, html=True), name="shop")
     return app
 
 
@@ -70,3 +79,14 @@ async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse
     )
     detail = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in errors]
     return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+
+async def too_much_text(request: Request, exc: TooMuchText) -> JSONResponse:
+    return JSONResponse({"message": str(exc), "detail": str(exc)}, status_code=422)
+
+
+async def encoder_busy(request: Request, exc: EncoderBusy) -> JSONResponse:
+    """429 with ``Retry-After``: the encoder's slots are taken (api.encoder)."""
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
+    )

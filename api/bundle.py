@@ -55,7 +55,18 @@ class Bundle:
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
+        """The serving bundle of the artifact at ``path``; IncompleteArtifact when its files
+        do not fit together (the caller keeps what it serves)."""
         art = artifact.read(path)
+        try:
+            return cls._build(art, path)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise artifact.IncompleteArtifact(
+                f"{path}: its files do not fit together ({exc.__class__.__name__}: {exc})"
+            ) from exc
+
+    @classmethod
+    def _build(cls, art: artifact.Artifact, path: Path) -> Bundle:
         cat = art.catalogue
         index = {item: ix for ix, item in enumerate(cat[n.ITEM_ID])}
         graph_idx = np.array([index[i] for i in art.items], dtype=np.int64)
@@ -74,7 +85,7 @@ class Bundle:
         order = np.argsort(-cat[artifact.POPULARITY].to_numpy(), kind="stable")
         popular = order[available[order]]
         segments, user_segments = _segments(art, index, available)
-        users = {u: i for i, u in enumerate(art.users)}
+        users = {u: i for i, u in enumerate(art.users) if u != artifact.FORGOTTEN_USER}
         popularity = cat[artifact.POPULARITY].to_numpy(np.float32)
         seen = art.seen if art.seen is not None else sp.csr_matrix((len(users), len(cat)))
         space = ItemSpace(
@@ -115,6 +126,14 @@ class Bundle:
     def gnn_scores(self, vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
         """[N]: ``vec`` · each candidate's vector; NaN where either is unknown."""
         return self.space.gnn_scores(vec, idx)
+
+    def forget(self, user_id: str) -> None:
+        """Serve ``user_id`` as a stranger from now on (their row of the served arrays is
+        zeroed; the files are rewritten by models.artifact.forget_user)."""
+        row = self.users.pop(user_id, None)
+        self.user_segments.pop(user_id, None)
+        if row is not None:
+            self.user_vectors[row] = 0
 
     def seen_idx(self, user_id: str) -> np.ndarray:
         if user_id not in self.users:

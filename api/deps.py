@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
+from pydantic import SecretStr
 
 from api.bundle import Bundle
 from api.schemas import MAX_K
@@ -27,18 +28,60 @@ def get_bundle(request: Request) -> Bundle:
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
+def _matches(key: str | None, accepted: list[SecretStr]) -> bool:
+    """``key`` equals one of ``accepted`` (each compared in constant time)."""
+    given = (key or "").encode()
+    return key is not None and any(
+        hmac.compare_digest(given, a.get_secret_value().encode()) for a in accepted
+    )
+
+
 def require_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """Writes need ``X-API-Key`` equal to ``IG_API_KEY`` (compared in constant time)."""
+    """Writes and admin calls need ``X-API-Key`` equal to ``IG_API_KEY``."""
     expected = request.app.state.ig.settings.api_key
     if expected is None:
         raise HTTPException(403, "writes are disabled: set IG_API_KEY on the server")
-    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+    if not _matches(key, [expected]):
         raise HTTPException(401, "missing or wrong X-API-Key")
+
+
+def require_read_key(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    """Reads that expose a shopper need ``X-API-Key``: the read key (``IG_READ_KEY``) or the
+    admin key."""
+    s = request.app.state.ig.settings
+    accepted = [k for k in (s.read_key, s.api_key) if k is not None]
+    if not accepted:
+        raise HTTPException(403, "shopper reads are disabled: set IG_READ_KEY on the server")
+    if not _matches(key, accepted):
+        raise HTTPException(401, "missing or wrong X-API-Key (this read needs the read key)")
+
+
+def require_read_key_if_set(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    """Recommend and personal search: open unless ``IG_RECOMMEND_NEEDS_KEY``."""
+    if request.app.state.ig.settings.recommend_needs_key:
+        require_read_key(request, key)
 
 
 StateDep = Annotated[State, Depends(get_state)]
 BundleDep = Annotated[Bundle, Depends(get_bundle)]
+
+
+def personal_search_key(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    """Search with a ``user_id`` is personal: guarded like recommend."""
+    if "user_id" in request.query_params:
+        require_read_key_if_set(request, key)
+
+
 WriteKey = Depends(require_key)
+ReadKey = Depends(require_read_key)
+RecommendKey = Depends(require_read_key_if_set)
+SearchKey = Depends(personal_search_key)
 UserPath = Annotated[str, Path(min_length=1, max_length=128)]
 ItemPath = Annotated[str, Path(min_length=1, max_length=128)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items (1..{MAX_K}).")]

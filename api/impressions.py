@@ -6,6 +6,11 @@ to the event stream in batches (one pipeline: XADDs, plus one hash per request t
 click is attributed from, expiring after ``IG_REQUEST_TTL_S``). When Redis is unreachable the
 buffer holds them and the thread retries; when the buffer is full the oldest are dropped and
 counted (``ig_impressions_dropped_total``): the answer never waits for the log.
+
+Each impression also carries ``propensities``: the probability with which every policy
+(models.explore.POLICIES) would have put that item in that slot, so that ``ig evaluate-policy
+--data stream`` can estimate any policy's CTR from any other's log. The thread computes them
+just before it writes (a response hands it a function), not the request.
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import redis
 
 from core import names as n
 from core.bus import EVENT_FIELD
 
 log = logging.getLogger(__name__)
-REQUEST_KEY = "ig:request:{}"  # hash: item id -> JSON {position, policy, explored, propensity}
+REQUEST_KEY = n.REQUEST_KEY  # hash: item id -> JSON {position, policy, explored, propensity}
 SHOWN = (n.POSITION, n.POLICY, n.EXPLORED, n.PROPENSITY, n.CONTEXT)
+_COUNTERFACTUAL = "_counterfactual"  # on a response's first queued event, until it is written
+Counterfactual = Callable[[np.random.Generator], dict[str, list[float]]]
 
 
 def request_key(request_id: str) -> str:
@@ -89,14 +98,20 @@ class ImpressionLog:
         self._buffer: deque[tuple[int, dict[str, Any]]] = deque()  # (sequence number, event)
         self._added = 0
         self._capacity = capacity
+        self._rng = np.random.default_rng()  # the thread's own (numpy generators are not shared)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
         self._thread.start()
 
-    def add(self, events: list[dict[str, Any]]) -> None:
-        """Queue one response's impressions (never blocks on Redis)."""
+    def add(
+        self, events: list[dict[str, Any]], counterfactual: Counterfactual | None = None
+    ) -> None:
+        """Queue one response's impressions (never blocks on Redis); ``counterfactual``: rng ->
+        {policy: [len(events)]} each policy's probability of each slot, run before writing."""
+        if counterfactual is not None and events:
+            events[0][_COUNTERFACTUAL] = (counterfactual, events)
         with self._lock:
             self._buffer.extend(enumerate(events, self._added))
             self._added += len(events)
@@ -118,6 +133,14 @@ class ImpressionLog:
                     return event
         return None
 
+    def forget(self, user_id: str) -> int:
+        """Drop the buffered impressions of ``user_id`` (not yet written); returns how many."""
+        with self._lock:
+            kept = deque(x for x in self._buffer if x[1][n.USER_ID] != user_id)
+            dropped = len(self._buffer) - len(kept)
+            self._buffer = kept
+        return dropped
+
     def flush(self) -> int:
         """Write what is buffered now; returns the impressions written (0 if Redis failed:
         they stay buffered)."""
@@ -126,6 +149,9 @@ class ImpressionLog:
             last = self._buffer[len(batch) - 1][0] if batch else -1
         if not batch:
             return 0
+        for event in batch:
+            if _COUNTERFACTUAL in event:
+                self._complete(*event.pop(_COUNTERFACTUAL))
         try:
             self._write(batch)
         except (redis.RedisError, OSError) as exc:
@@ -137,6 +163,17 @@ class ImpressionLog:
         self._metrics.impressions_logged.inc(len(batch))
         self._metrics.impression_buffer.set(len(self._buffer))
         return len(batch)
+
+    def _complete(self, counterfactual: Counterfactual, events: list[dict[str, Any]]) -> None:
+        """Stamp a response's impressions with every policy's probability of their slot (an
+        impression is written without them rather than lost if that fails)."""
+        try:
+            probs = counterfactual(self._rng)
+        except Exception:  # a bug here must not cost the impressions
+            log.exception("impression log: counterfactual propensities failed")
+            return
+        for position, event in enumerate(events):
+            event[n.PROPENSITIES] = {policy: p[position] for policy, p in probs.items()}
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         pipe = self._client.pipeline(transaction=False)

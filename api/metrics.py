@@ -53,4 +53,13 @@ class ApiMetrics:
             ["attributed"],
             registry=reg,
         )
+        self.encoder_refused = Counter(
+            "ig_encoder_refused_total",
+            "Requests refused before the text encoder: too much text (422) or busy (429)",
+            ["reason"],
+            registry=reg,
+        )
+        self.forgotten = Counter(
+            "ig_users_forgotten_total", "Shoppers forgotten (DELETE /v1/users/{id})", registry=reg
+        )
         self.model_info = Info("ig_model", "The serving model artifact", registry=reg)

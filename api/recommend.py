@@ -36,7 +36,15 @@ from api.features import (
 from api.impressions import impression_events, new_request_id
 from api.schemas import Recommendation, Recommendations
 from api.scoring import rank_scores
-from models.explore import CONTEXTUAL, ExploreConfig, choose, context_vectors, explore_share
+from models.explore import (
+    CONTEXTUAL,
+    POLICIES,
+    ExploreConfig,
+    choose,
+    context_vectors,
+    explore_share,
+    slot_probs,
+)
 
 if TYPE_CHECKING:
     from api.state import State
@@ -76,6 +84,8 @@ class Candidates:
     explored: np.ndarray | None = None  # [len(order)] bool
     propensity: np.ndarray | None = None  # [len(order)] the policy's probability of each slot
     context: np.ndarray | None = None  # [len(order), CONTEXT_DIM] each slot's context features
+    # rng -> {policy: [len(order)]}: each policy's probability of each slot (see counterfactual)
+    counterfactual: Callable[[np.random.Generator], dict[str, list[float]]] | None = None
     reasons: list[str] = field(default_factory=list)  # [len(order)]
 
 
@@ -184,26 +194,44 @@ def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
     ranked = np.argsort(-c.scores, kind="stable")  # type: ignore[operator]
     size, half_life_s = len(c.idx), state.settings.feedback_half_life_hours * 3600
     examined, clicked = feedback_now(c.features, size, half_life_s)
+    feedback = (examined[ranked], clicked[ranked])
     tops = set(q.ctx.top_categories)
     match = np.array([q.bundle.categories[i] in tops for i in c.idx.tolist()], dtype=float)
     hour = (state.clock_us() / 1e6 % 86_400) / 3600  # UTC
     x = context_vectors(q.history, match, hour, q.device)[ranked]
-    linear = None
-    if q.policy == CONTEXTUAL:
+
+    def linear() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gram, clicks_x = linear_now(c.features, size, half_life_s)
-        linear = (x, gram[ranked], clicks_x[ranked])
+        return x, gram[ranked], clicks_x[ranked]
+
+    cfg, share = state.explore_cfg, q.share
     slate = choose(
         q.policy,
         size,
         q.k,
-        q.share,
-        state.explore_cfg,
+        share,
+        cfg,
         state.rng,
-        (examined[ranked], clicked[ranked]),
-        linear,
+        feedback,
+        linear() if q.policy == CONTEXTUAL else None,
     )
     c.order, c.explored, c.propensity = ranked[slate.order], slate.explored, slate.propensity
     c.context = x[slate.order]
+
+    def counterfactual(rng: np.random.Generator) -> dict[str, list[float]]:
+        """Every policy's probability of each slot as served (for off-policy evaluation);
+        run by the impression log's thread, off the request's path. The serving policy's is
+        its logged propensity (slot_probs would recompute the same); the contextual policy's
+        sums are decoded only here."""
+        out = {q.policy: np.round(slate.propensity, 6).tolist()}
+        for p in POLICIES:
+            if p not in out:
+                lin = linear() if p == CONTEXTUAL else None
+                probs = slot_probs(p, slate.order, size, q.k, share, cfg, rng, feedback, lin)
+                out[p] = np.round(probs, 6).tolist()
+        return out
+
+    c.counterfactual = counterfactual
 
 
 def reasons(state: State, q: Query, c: Candidates) -> None:
@@ -259,7 +287,7 @@ def log_impressions(
         context = c.context if c is not None and c.context is not None else None
         contexts = None if context is None else np.round(context, 4).tolist()
         events = impression_events(q.request_id, q.user_id, response.policy, shown, contexts)
-        state.impressions.add(events)
+        state.impressions.add(events, c.counterfactual if c is not None else None)
 
 
 SIDE_EFFECTS = (Unit("impressions", log_impressions),)  # never on the answer's path

@@ -42,6 +42,19 @@ class Profile(BaseModel):
     recent_items: list[str]
 
 
+class Forgotten(BaseModel):
+    """What ``DELETE /v1/users/{user_id}`` removed (stream.forget.ForgetRecord)."""
+
+    forget_id: str = Field(description="The record's id (data/forget/records.jsonl).")
+    at: str
+    seconds: float
+    removed: dict[str, int] = Field(description="Counts removed, by place.")
+    live_job: str = Field(
+        description="none: no live job reads the stream; queued: it will "
+        "drop the shopper's state when it reads the control event."
+    )
+
+
 class Recommendation(BaseModel):
     item_id: str
     title: str | None
@@ -197,3 +210,48 @@ class ReloadRequest(BaseModel):
 class ReloadResponse(BaseModel):
     version: str
     previous: str | None
+
+
+class CatalogueItem(BaseModel):
+    item_id: str
+    title: str | None
+    category: str | None
+    popularity: float = Field(description="Distinct shoppers of the item in training.")
+
+
+class CataloguePage(BaseModel):
+    category: str | None
+    total: int = Field(description="Available items (in ``category`` when given).")
+    offset: int
+    items: list[CatalogueItem]
+
+
+class CategoryCount(BaseModel):
+    category: str
+    items: int
+
+
+class Shopper(BaseModel):
+    user_id: str
+    history: int = Field(description="Items the shopper bought or rated in training.")
+
+
+class StreamStatus(BaseModel):
+    """How far the live job (consumer group) is behind the event stream."""
+
+    stream: str
+    group: str
+    consumers: int = Field(description="Live-job consumers registered in the group.")
+    job_seen_s: float | None = Field(
+        description="Seconds since the live job last polled the stream, caught up with its "
+        "history (None: never)."
+    )
+    lag: int = Field(description="Entries not yet delivered to the live job.")
+    pending: int = Field(description="Entries delivered and not yet written (unacknowledged).")
+    behind_s: float = Field(
+        description="Age of the oldest entry the live job has not yet turned into features "
+        "(0: every entry is in the online store): how stale the features can be."
+    )
+    last_event_age_s: float | None = Field(
+        description="Seconds since the newest entry was added to the stream (None: empty)."
+    )

@@ -7,13 +7,14 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from api.bundle import Bundle
 from api.cache import ItemFeatureCache
+from api.encoder import GuardedEncoder
 from api.impressions import ImpressionLog
 from api.metrics import ApiMetrics
 from core import names as n
@@ -22,6 +23,9 @@ from core.redis_server import redis_client
 from core.settings import Settings
 from models.artifact import ArtifactError
 from models.explore import ExploreConfig
+
+if TYPE_CHECKING:
+    from stream.forget import ForgetRecord
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,7 @@ class State:
         self._reload_lock = threading.Lock()
         self._last_degraded_log = 0.0
         self.bundle: Bundle | None = None
-        self.encoder = None
+        self.encoder: GuardedEncoder | None = None
         try:
             self.load(None)
         except ArtifactError as exc:  # serve profile/health; recommend answers 503 until reload
@@ -117,12 +121,42 @@ class State:
             if bundle.text is not None and self.encoder is None:
                 from models.text import TextEncoder
 
-                self.encoder = TextEncoder()
+                s = self.settings
+                self.encoder = GuardedEncoder(
+                    TextEncoder(),
+                    s.encode_max_chars,
+                    s.encoder_concurrency,
+                    s.encoder_wait_s,
+                    self.metrics,
+                    s.encoder_share,
+                )
             previous = self.bundle.version if self.bundle else None
             self.bundle = bundle  # one assignment: requests see the old or the new, never a mix
             self.metrics.model_info.info({"version": bundle.version, "path": str(bundle.path)})
             log.info("serving model %s (previous: %s)", bundle.version, previous)
             return bundle.version, previous
+
+    def forget(self, user_id: str) -> ForgetRecord:
+        """Forget a shopper: what this process holds of them at once (the serving model's
+        row, impressions not yet written), then every store and artifact (stream.forget)."""
+        from models.artifact import forget_user as forget_in_artifacts
+        from stream.forget import forget_user
+
+        buffered = self.impressions.forget(user_id) if self.impressions is not None else 0
+        if self.bundle is not None:
+            self.bundle.forget(user_id)
+        record = forget_user(
+            self.settings,
+            redis_client(self.settings, timeout=30.0),
+            self.store,
+            user_id,
+            also=[
+                ("artifacts", lambda: forget_in_artifacts(self.settings.artifacts_dir, user_id)),
+                ("buffered_impressions", lambda: buffered),
+            ],
+        )
+        self.metrics.forgotten.inc()
+        return record
 
     def close(self) -> None:
         """Shutdown: write the impressions still buffered (a short wait at most)."""

@@ -14,7 +14,9 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,12 +91,74 @@ def _measure(call: Callable[[requests.Session, int], requests.Response], n_users
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), rps, errors
 
 
+def _paired(
+    a: Callable[[requests.Session, int], requests.Response],
+    b: Callable[[requests.Session, int], requests.Response],
+    n_users: int,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(p50 ms, p99 ms) of ``a`` and of ``b``, called alternately for the same users, so that
+    whatever else the machine does at the time weighs on both alike."""
+    session = requests.Session()
+    lat: dict[int, list[float]] = {0: [], 1: []}
+    for i in range(20 + LATENCY_CALLS):
+        for side in (0, 1) if i % 2 else (1, 0):  # which goes first alternates too
+            t = time.perf_counter()
+            (a, b)[side](session, i % n_users).raise_for_status()
+            if i >= 20:  # after a warm-up
+                lat[side].append(time.perf_counter() - t)
+    ms = [np.asarray(lat[s]) * 1000 for s in (0, 1)]
+    return tuple(  # type: ignore[return-value]
+        (float(np.percentile(m, 50)), float(np.percentile(m, 99))) for m in ms
+    )
+
+
 def _counters(url: str, name: str) -> int:
     """The value of a counter on a Prometheus ``/metrics`` page."""
     for line in requests.get(url, timeout=5).text.splitlines():
         if line.startswith(f"{name} "):
             return int(float(line.split()[1]))
     raise KeyError(f"{name} not on {url}")
+
+
+FLOOD_CLIENTS = 4
+
+
+def _under_score_flood(
+    call: Callable[[requests.Session, int], requests.Response], base: str, n_users: int
+) -> dict[str, object]:
+    """Recommend latency while FLOOD_CLIENTS clients send ``/v1/score`` the most text a request
+    may carry (new items with 500-character titles), as fast as they are answered."""
+    titles = [{"item_id": f"flood-{i}", "title": ("flood text " * 50)[:500]} for i in range(40)]
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+
+    def flood() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            r = session.post(f"{base}/v1/score", json={"user_id": "x", "items": titles}, timeout=30)
+            statuses[r.status_code] += 1
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(FLOOD_CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        session = requests.Session()
+        lat = []
+        for i in range(LATENCY_CALLS):
+            started = time.perf_counter()
+            call(session, i % n_users).raise_for_status()
+            lat.append(time.perf_counter() - started)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    ms = np.asarray(lat) * 1000
+    return {
+        "api_recommend_p50_ms_under_score_flood": round(float(np.percentile(ms, 50)), 3),
+        "api_recommend_p99_ms_under_score_flood": round(float(np.percentile(ms, 99)), 3),
+        "score_flood_clients": FLOOD_CLIENTS,
+        "score_flood_statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
 
 
 def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
@@ -155,6 +219,11 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         p50, p99, rps, errors = _measure(recommend_at(api_port), len(users))
         u50, u99, urps, uerrors = _measure(recommend_at(uncached_port), len(users))
         n50, n99, nrps, _ = _measure(recommend_at(nolog_port), len(users))
+        # the log's cost: the two APIs called alternately (sequential runs differ by more
+        # than 10% on a busy 2-core machine whatever the log does)
+        (l50, l99), (m50, m99) = _paired(
+            recommend_at(api_port), recommend_at(nolog_port), len(users)
+        )
         time.sleep(1.0)  # the impression log writes every 50 ms
         logged = _counters(f"{base}/metrics", "ig_impressions_logged_total")
         dropped = _counters(f"{base}/metrics", "ig_impressions_dropped_total")
@@ -181,11 +250,16 @@ def api_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
             "api_recommend_nolog_p50_ms": round(n50, 3),
             "api_recommend_nolog_p99_ms": round(n99, 3),
             "api_recommend_nolog_rps": round(nrps, 1),
-            "api_logging_over_nolog_p50": round(p50 / n50, 3),
-            "api_logging_over_nolog_p99": round(p99 / n99, 3),
+            "api_recommend_paired_log_p50_ms": round(l50, 3),
+            "api_recommend_paired_log_p99_ms": round(l99, 3),
+            "api_recommend_paired_nolog_p50_ms": round(m50, 3),
+            "api_recommend_paired_nolog_p99_ms": round(m99, 3),
+            "api_logging_over_nolog_p50": round(l50 / m50, 3),
+            "api_logging_over_nolog_p99": round(l99 / m99, 3),
             "impressions_logged": logged,
             "impressions_dropped": dropped,
         }
+        out |= _under_score_flood(recommend_at(api_port), base, len(users))
         print(f"api: {json.dumps(out)}", flush=True)
         report = fuzz(base, API_KEY, max_examples=25)
         out |= {

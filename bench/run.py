@@ -8,6 +8,7 @@ the configured dataset in a temporary folder, and measures, in the same run:
 - the live job: events/second with one worker and with two processes, the Bytewax
   pass-through ceiling over the same source, and freshness at a fixed offered rate;
 - the scoring API against ``feast serve`` (bench/api_bench.py), API fuzzing, bandit replay.
+- the shop page in headless Chromium (bench/shop_bench.py): first shelf, click to new shelf.
 - off-policy estimates (IPW, SNIPS, DR) of Bernoulli-TS's CTR on the Open Bandit Dataset.
 - the closed feedback loop (bench/sim_bench.py): clicks, regret and new-item discovery per policy.
 Run: ``make bench`` (or ``.venv/bin/python bench/run.py``).
@@ -214,12 +215,18 @@ def main() -> int:
             results |= quality_figures(artifacts)
             results |= bandit_figures(get_settings(), artifacts)
             results |= api_figures(get_settings(), artifacts)
+            from bench.shop_bench import shop_figures  # the page in Chromium: about a minute
+
+            results |= shop_figures(get_settings(), artifacts, Path(tmp))
             from models.ope import obd_figures  # off-policy estimates on OBD: about a second
 
             results |= obd_figures(get_settings().shared_data_dir)
             from bench.sim_bench import simulation_figures  # closed loop: about 3 minutes
 
             results |= simulation_figures(get_settings(), artifacts, redis)
+            from bench.forget_bench import forget_figures  # last: it deletes a shopper
+
+            results |= forget_figures(get_settings(), artifacts, redis, Path(tmp))
         finally:
             if proc is not None:
                 proc.terminate()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import data, live, models, ops, policy, simulate
+from cli import data, live, models, ops, policy, shop, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ig", description="InterestGraph: features, live job, models and API"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (ops, data, live, models, policy, simulate):
+    for group in (ops, data, live, models, policy, simulate, shop):
         group.register(sub)
     return parser
 

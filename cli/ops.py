@@ -1,4 +1,4 @@
-"""Operations: environment, Redis, the Feast CLI, materialize, summary, API demo."""
+"""Operations: environment, Redis, the Feast CLI, materialize, summary, API demo, forget."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("api-demo", help="start the API and print a few real calls")
     p.set_defaults(func=cmd_api_demo)
+    p = sub.add_parser(
+        "forget",
+        help="forget a shopper everywhere: stores, log, stream, artifacts, the live job's state",
+        description="Removes USER_ID from the online and offline stores, the canonical log, "
+        "the event and dead-letter streams, served answers and every model artifact, and asks "
+        "the live job to drop its state. A running API still holds the model it loaded: use "
+        "DELETE /v1/users/USER_ID there instead (it does all of this), or reload it after.",
+    )
+    p.add_argument("user_id")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=cmd_forget)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -103,3 +114,40 @@ def cmd_api_demo(args: argparse.Namespace) -> int:
     from api.demo import run
 
     return run(get_settings())
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    import redis
+
+    from core.feast_store import open_store
+    from core.redis_server import redis_client
+    from models.artifact import forget_user as forget_in_artifacts
+    from stream.forget import forget_user
+
+    s = get_settings()
+    user_id = args.user_id.strip()
+    if not user_id:
+        print("forget: USER_ID is empty", file=sys.stderr)
+        return 2
+    try:
+        record = forget_user(
+            s,
+            redis_client(s, timeout=30.0),
+            open_store(s),
+            user_id,
+            also=[("artifacts", lambda: forget_in_artifacts(s.artifacts_dir, user_id))],
+        )
+    except (redis.RedisError, OSError) as exc:
+        print(f"forget stopped: {exc}; run it again to finish", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(record), indent=2))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in record.removed.items())
+        print(f"forgotten in {record.seconds:.2f} s (record {record.forget_id}): {counts}")
+        if record.live_job == "queued":
+            print("the live job drops the shopper's state when it reads the control event")
+    return 0

@@ -30,19 +30,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cli.procs import child_env, ig_command, start_live_job, stop
 from core import names as n
 from core.redis_server import RedisServer, free_port
 from core.settings import ROOT, Settings, get_settings
 from models.explore import GREEDY
 from models.simulation import ShopConfig
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SIM_STREAM = "ig:sim:events"
 SIM_DEAD = "ig:sim:dead_letters"
 CLICKS_PNG = "cumulative_clicks.png"
 REGRET_PNG = "cumulative_regret.png"
 RESULT_JSON = "simulation.json"
+IMPRESSIONS = "impressions.parquet"  # every policy's impression log (ig evaluate-policy --data)
+OPE_BEHAVIORS = ("epsilon_greedy", "thompson")  # the log others are estimated from: the first run
 
 
 class SimulationError(RuntimeError):
@@ -252,11 +258,11 @@ def _prepare_base(
             update={"data_dir": warm, "events_stream": SIM_STREAM, "dead_letter_stream": SIM_DEAD}
         )
         t = time.monotonic()
-        job = [*_ig("stream"), "-r", str(warm / "recovery"), "--idle-stop", "1"]
+        job = [*ig_command("stream"), "-r", str(warm / "recovery"), "--idle-stop", "1"]
         done = subprocess.run(
             [*job, "--report-s", "3600"],
             cwd=ROOT,
-            env=_env(warm_settings),
+            env=child_env(warm_settings),
             capture_output=True,
             text=True,
             timeout=900,
@@ -306,25 +312,6 @@ def _feast_env(settings: Settings) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _ig(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        **settings.feast_env(),
-        "IG_EVENTS_STREAM": settings.events_stream,
-        "IG_DEAD_LETTER_STREAM": settings.dead_letter_stream,
-        "IG_CONSUMER_GROUP": settings.consumer_group,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "OMP_NUM_THREADS": "1",
-        **extra,
-    }
-
-
 # -- one policy ------------------------------------------------------------------------------
 
 
@@ -361,17 +348,8 @@ def _stack(base: Base, work: Path, artifacts: Path) -> Iterator[_Stack]:
     port = free_port()
     logs = {"stream": folder / "stream.log", "api": folder / "api.log"}
     try:
-        with open(logs["stream"], "wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [*_ig("stream"), "-r", str(folder / "recovery"), "--report-s", "3600"],
-                    cwd=ROOT,
-                    env=_env(settings),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            )
-        env = _env(
+        procs.append(start_live_job(settings, folder / "recovery", logs["stream"]))
+        env = child_env(
             settings,
             IG_ARTIFACTS_DIR=str(artifacts),
             IG_API_KEY=key,
@@ -407,12 +385,7 @@ def _stack(base: Base, work: Path, artifacts: Path) -> Iterator[_Stack]:
         yield stack
     finally:
         for proc in reversed(procs):  # API, live job, then Redis
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
 def _wait_ready(stack: _Stack, timeout: float = 240.0) -> None:
@@ -598,6 +571,8 @@ def run_simulation(
     API and live job; write ``simulation.json`` and the PNGs to ``out`` (when given).
     ``materialized``: a Redis that already holds ``settings``' materialized project (skips
     apply and materialize); ``artifacts``: the model folder to serve (default: settings')."""
+    import pandas as pd
+
     from models.explore import POLICIES
     from models.simulation import schedule
 
@@ -614,6 +589,7 @@ def run_simulation(
     )
     visitors = schedule(len(world.shoppers), plan.rounds, plan.shoppers_per_round, plan.seed)
     results: dict[str, Any] = {}
+    logs: list[pd.DataFrame] = []
     with tempfile.TemporaryDirectory(prefix="ig-sim-") as tmp:
         work = Path(tmp)
         base = _prepare_base(settings, work, materialized, log)
@@ -623,6 +599,7 @@ def run_simulation(
                 with _stack(base, work / policy, artifacts) as stack:
                     ready = time.monotonic() - t
                     results[policy] = _run_policy(stack, policy, plan, world, visitors, progress)
+                    logs.append(_impression_log(stack))
             except SimulationError as exc:  # one policy's failure: the others still run
                 log(f"{policy} failed: {exc}")
                 results[policy] = {"policy": policy, "error": str(exc)}
@@ -642,9 +619,42 @@ def run_simulation(
         "policies": results,
         "wall_s": round(time.monotonic() - started, 1),
     }
+    impressions = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
+    behavior = next((p for p in OPE_BEHAVIORS if p in results), OPE_BEHAVIORS[0])
+    result["ope"] = off_policy_estimates(impressions, behavior)
     if out is not None:
         write_outputs(result, out)
+        impressions.to_parquet(out / IMPRESSIONS, index=False)
     return result
+
+
+def _impression_log(stack: _Stack) -> pd.DataFrame:
+    """The run's impressions and attributed clicks as OPE reads them (models.ope)."""
+    from cli.policy import stream_events
+    from models.ope import impression_log
+
+    client = stack.redis.client(timeout=30)
+    return impression_log(stream_events(client, stack.settings.events_stream))[0]
+
+
+def off_policy_estimates(log: pd.DataFrame, behavior: str) -> dict[str, Any]:
+    """Every other policy's CTR estimated from ``behavior``'s impressions (IPW, SNIPS, DR with
+    95% bootstrap intervals) beside its own logged CTR in the same simulation: the check that
+    OPE on the platform's own logs tells the policies apart as running them does."""
+    from models.ope import own_log_check
+
+    if log.empty or behavior not in set(log["policy"]):
+        return {"behavior": behavior, "error": f"no impressions served by {behavior}"}
+    out: dict[str, Any] = {"behavior": behavior, "rows": int((log["policy"] == behavior).sum())}
+    for target in sorted(set(log["policy"]) - {behavior}):
+        check = own_log_check(log, behavior, target)
+        named = {"logged": check.logged, **check.estimates}
+        out[target] = {
+            k: [round(e.value, 5), round(e.ci_low, 5), round(e.ci_high, 5)]
+            for k, e in named.items()
+            if e is not None
+        }
+    return out
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:

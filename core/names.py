@@ -19,6 +19,8 @@ REQUEST_ID = "request_id"
 POSITION = "position"
 POLICY = "policy"
 PROPENSITY = "propensity"
+REQUEST_KEY = "ig:request:{}"  # Redis hash: an answer's slots by item (api.impressions)
+PROPENSITIES = "propensities"  # {policy: probability of the slot under it}
 EXPLORED = "explored"
 CONTEXT = "context"  # the request's context features for that item (models.explore)
 CONTEXT_DIM = 6  # their length: bias, history, top-category match, hour sin/cos, device
@@ -43,6 +45,10 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+# A control event, not behaviour: "forget this shopper" (stream.forget). The live job drops the
+# shopper's state, writes nothing for it, and deletes the control entry once acknowledged.
+FORGET = "forget"
+FORGOTTEN = "_forgotten"  # the marker row the dataflow emits for it (the live sink consumes it)
 
 # How strongly one event of each type signals interest (affinity and graph edge weights).
 EVENT_WEIGHTS: dict[str, float] = {

@@ -76,7 +76,40 @@ class Settings(BaseSettings):
 
     artifacts_dir: Path = Field(ROOT / "artifacts", description="Trained artifacts (+ latest).")
     api_key: SecretStr | None = Field(
-        None, description="Key for POST /v1/events and /v1/admin/* (X-API-Key); unset: refused."
+        None,
+        description="Admin key: POST /v1/events, /v1/admin/*, DELETE /v1/users/{id} (X-API-Key); "
+        "unset: refused.",
+    )
+    read_key: SecretStr | None = Field(
+        None,
+        description="Read key for what exposes a shopper (GET /v1/users/{id}/profile; with "
+        "IG_RECOMMEND_NEEDS_KEY also recommend and personal search), sent as X-API-Key; the admin "
+        "key is accepted too. Unset: only the admin key reads them.",
+    )
+    recommend_needs_key: bool = Field(
+        False, description="Require the read key for /v1/recommend and /v1/search?user_id=."
+    )
+    encode_max_chars: int = Field(
+        20_000,
+        ge=256,
+        description="Most characters of text one request may send through the text encoder "
+        "(titles of new items in /v1/score); more: 422.",
+    )
+    encoder_concurrency: int = Field(
+        1,
+        ge=1,
+        description="Requests encoding text at once; a request finding none free "
+        "within IG_ENCODER_WAIT_S gets 429 with Retry-After.",
+    )
+    encoder_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of time each encoder slot may spend encoding (it rests the rest): "
+        "the most of a core text encoding takes from the other routes.",
+    )
+    encoder_wait_s: float = Field(
+        0.05, ge=0, description="How long a request waits for a free encoder before its 429."
     )
     candidates_gnn: int = Field(100, ge=1, le=2000, description="GNN-retrieved candidates.")
     candidates_other: int = Field(30, ge=0, le=500, description="Popular/category candidates.")

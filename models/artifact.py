@@ -9,16 +9,21 @@ with :func:`save`; the API reads it with :func:`read` (api.bundle builds on that
 from __future__ import annotations
 
 import json
-import pickle
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+
+from core import names as n
+from models.ranker import Ranker
 
 MANIFEST = "manifest.json"
 WEIGHTS = "lightgcn.pt"
@@ -33,7 +38,10 @@ USER_ATTRIBUTES = "user_attributes.parquet"  # user_id + the segment attributes
 TEXT_EMBEDDINGS = "catalogue_text_embeddings.npy"  # [C, 384]
 TEXT_PROJECTION = "text_projection.npy"  # [384 + 1, D]
 COLD_ITEMS = "cold_items.json"
-RANKER = "ranker.pkl"
+RANKER = "ranker.skops"  # the ranker's trees in skops' format (no code is run to load it)
+RANKER_COLUMNS = "ranker.json"  # the ranker's input columns, in order
+# What a ranker file may hold beyond skops' default-trusted types: loading refuses the rest.
+RANKER_TYPES = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
 METRICS = "metrics.json"
 PLOT = "training.png"
 LATEST = "latest"
@@ -50,6 +58,13 @@ class ArtifactError(RuntimeError):
     """An artifact folder that is missing or incomplete."""
 
 
+class IncompleteArtifact(ArtifactError):
+    """An artifact folder that exists but was not fully written (or was damaged since)."""
+
+
+FILES = "files"  # manifest key: every file of the artifact, written before the manifest
+
+
 @dataclass
 class Artifact:
     """Everything a training run hands to serving (absent parts are ``None``)."""
@@ -64,7 +79,7 @@ class Artifact:
     text_embeddings: np.ndarray | None = None
     text_projection: np.ndarray | None = None
     cold_items: list[str] = field(default_factory=list)
-    ranker: Any = None
+    ranker: Ranker | None = None
     segments: pd.DataFrame | None = None
     user_attributes: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -92,10 +107,12 @@ def save(artifact: Artifact, out_root: Path) -> Path:
         np.save(out / TEXT_PROJECTION, artifact.text_projection)
         (out / COLD_ITEMS).write_text(json.dumps(artifact.cold_items))
     if artifact.ranker is not None:
-        with open(out / RANKER, "wb") as f:
-            pickle.dump(artifact.ranker, f)
+        save_ranker(artifact.ranker, out)
     (out / METRICS).write_text(json.dumps(artifact.metrics, indent=2, default=float))
-    (out / MANIFEST).write_text(json.dumps(artifact.manifest, indent=2))
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    # the manifest goes last and names every file: a folder without it, or without one of
+    # them, was not fully written (read() refuses it)
+    (out / MANIFEST).write_text(json.dumps({**artifact.manifest, FILES: files}, indent=2))
     latest = out_root / LATEST
     if latest.is_symlink() or latest.exists():
         latest.unlink()
@@ -108,15 +125,33 @@ def read(path: Path) -> Artifact:
     path = Path(path).resolve()
     missing = [f for f in REQUIRED if not (path / f).exists()]
     if missing:
-        raise ArtifactError(f"{path}: not a serving artifact (missing {', '.join(missing)})")
-    ranker = None
-    if (path / RANKER).exists():
-        with open(path / RANKER, "rb") as f:
-            ranker = pickle.load(f)
+        raise IncompleteArtifact(
+            f"{path}: not a complete serving artifact (missing {', '.join(missing)})"
+        )
+    try:
+        return _read(path)
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise IncompleteArtifact(
+            f"{path}: an unreadable artifact ({exc.__class__.__name__}: {exc})"
+        ) from exc
+
+
+def _read(path: Path) -> Artifact:
+    manifest = json.loads((path / MANIFEST).read_text())
+    gone = [f for f in manifest.get(FILES, []) if not (path / f).exists()]
+    if gone:
+        raise FileNotFoundError(f"{', '.join(gone)} listed in its manifest but not there")
+    ranker = load_ranker(path) if (path / RANKER).exists() else None
     text = (path / TEXT_EMBEDDINGS).exists()
     segments = (path / SEGMENTS).exists()
     return Artifact(
-        manifest=json.loads((path / MANIFEST).read_text()),
+        manifest=manifest,
         users=json.loads((path / USERS).read_text()),
         items=json.loads((path / ITEMS).read_text()),
         user_embeddings=np.load(path / USER_EMBEDDINGS).astype(np.float32),
@@ -129,6 +164,83 @@ def read(path: Path) -> Artifact:
         segments=pd.read_parquet(path / SEGMENTS) if segments else None,
         user_attributes=pd.read_parquet(path / USER_ATTRIBUTES) if segments else None,
     )
+
+
+def save_ranker(ranker: Ranker, folder: Path) -> None:
+    """The ranker's model in skops' format (scikit-learn's safe persistence: a file of data that
+    loading checks type by type, never code run by unpickling) and its columns as JSON."""
+    import skops.io as sio
+
+    sio.dump(ranker.model, folder / RANKER)
+    (folder / RANKER_COLUMNS).write_text(json.dumps(ranker.columns))
+
+
+def load_ranker(folder: Path) -> Ranker:
+    """The ranker saved by :func:`save_ranker`; ValueError if its file holds any type beyond
+    skops' trusted ones and ``RANKER_TYPES``."""
+    import skops.io as sio
+
+    unexpected = set(sio.get_untrusted_types(file=folder / RANKER)) - RANKER_TYPES
+    if unexpected:
+        raise ValueError(f"{RANKER} holds types this project does not load: {sorted(unexpected)}")
+    ranker = Ranker(columns=json.loads((folder / RANKER_COLUMNS).read_text()))
+    ranker.model = sio.load(folder / RANKER, trusted=sorted(RANKER_TYPES))
+    return ranker
+
+
+FORGOTTEN_USER = ""  # what takes a forgotten shopper's place in users.json (keeps every row)
+
+
+def forget_user(root: Path, user_id: str) -> int:
+    """Remove ``user_id`` from every artifact under ``root`` (every version, for rollback too):
+    their id in users.json becomes ``FORGOTTEN_USER`` and their rows of the user embeddings,
+    the graph model's weights (users' rows come first) and the purchase matrix become zeros;
+    their demographic row goes. Each file is replaced whole (written aside, then renamed).
+    The next training leaves them out for good. Returns the artifacts changed."""
+    changed = 0
+    versions = Path(root).iterdir() if Path(root).is_dir() else iter(())
+    for path in sorted(p for p in versions if p.is_dir() and not p.is_symlink()):
+        users_file = path / USERS
+        users = json.loads(users_file.read_text()) if users_file.exists() else []
+        if user_id not in users:
+            continue
+        row = users.index(user_id)
+        embeddings = np.load(path / USER_EMBEDDINGS)
+        embeddings[row] = 0
+        with _replacing(path / USER_EMBEDDINGS) as f:
+            np.save(f, embeddings)
+        if (path / WEIGHTS).exists():
+            weights = torch.load(path / WEIGHTS, weights_only=True)
+            for tensor in weights.values():
+                if tensor.ndim == 2 and tensor.shape[0] >= len(users):
+                    tensor[row] = 0
+            with _replacing(path / WEIGHTS) as f:
+                torch.save(weights, f)
+        if (path / SEEN).exists():
+            seen = sp.load_npz(path / SEEN).tolil()
+            seen[row] = 0
+            with _replacing(path / SEEN) as f:
+                sp.save_npz(f, seen.tocsr())
+        if (path / USER_ATTRIBUTES).exists():
+            attrs = pd.read_parquet(path / USER_ATTRIBUTES)
+            attrs = attrs[attrs[n.USER_ID].astype(str) != user_id]
+            with _replacing(path / USER_ATTRIBUTES) as f:
+                attrs.to_parquet(f, index=False)
+        users[row] = FORGOTTEN_USER
+        with _replacing(users_file) as f:
+            f.write(json.dumps(users).encode())
+        changed += 1
+    return changed
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; renamed over ``path`` when the block
+    ends without an error (readers see the old file or the new one, never a part)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        yield f
+    tmp.replace(path)
 
 
 def new_version(dataset: str) -> str:

@@ -159,6 +159,17 @@ def epsilon_greedy(n: int, k: int, eps: float, rng: np.random.Generator) -> Slat
     return Slate(np.array(order, np.int64), np.array(explored, bool), np.array(prop))
 
 
+def _layout(n: int, k: int, n_explore: int) -> tuple[int, list[int]]:
+    """Thompson sampling's slate shape: how many of the best candidates it keeps, and the slots
+    (spread evenly through the list) its ``n_explore`` draws go to."""
+    n_explore = max(0, min(n_explore, k))
+    keep = min(k - n_explore, n)
+    n_explore = min(n_explore, n - keep)
+    if not n_explore:
+        return keep, []
+    return keep, np.linspace(0, keep + n_explore, n_explore + 2)[1:-1].round().astype(int).tolist()
+
+
 def thompson(
     n: int,
     k: int,
@@ -169,23 +180,45 @@ def thompson(
     """The first ``k - n_explore`` candidates by score stay; ``n_explore`` of the rest are drawn
     one after another from ``probs_of(rest)`` (renormalised over what is left) and spread
     evenly through the list. ``probs_of``: candidate indices [R] -> choice probabilities [R]."""
-    n_explore = max(0, min(n_explore, k))
-    keep = min(k - n_explore, n)
-    n_explore = min(n_explore, n - keep)
+    keep, slots = _layout(n, k, n_explore)
     order = list(range(keep))
     explored = [False] * keep
     prop = [1.0] * keep
-    if n_explore:
+    if slots:
         rest = np.arange(keep, n)
         p = probs_of(rest)
-        slots = np.linspace(0, keep + n_explore, n_explore + 2)[1:-1].round().astype(int)
-        for slot in slots.tolist():
+        for slot in slots:
             j = int(rng.choice(len(rest), p=p / p.sum()))
             order.insert(slot, int(rest[j]))
             explored.insert(slot, True)
             prop.insert(slot, float(p[j] / p.sum()))
             p[j] = 0.0
     return Slate(np.array(order, np.int64), np.array(explored, bool), np.array(prop))
+
+
+def _probs_of(
+    policy: str,
+    n: int,
+    cfg: ExploreConfig,
+    rng: np.random.Generator,
+    feedback: tuple[np.ndarray, np.ndarray] | None,
+    linear: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Thompson sampling's or the contextual policy's choice probabilities over candidate
+    indices [R] -> [R]."""
+    if policy == CONTEXTUAL:
+        if linear is None:
+            raise ValueError("the contextual policy needs the candidates' contexts")
+        x, gram, clicks = linear
+        return lambda rest: linear_probs(x[rest], gram[rest], clicks[rest], cfg, rng)
+    examined, clicked = feedback if feedback is not None else (np.zeros(n), np.zeros(n))
+    alpha, beta = beta_posterior(examined, clicked)
+    return lambda rest: thompson_probs(alpha[rest], beta[rest], cfg, rng)
+
+
+def _check(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
 
 
 def choose(
@@ -201,32 +234,51 @@ def choose(
     """Run ``policy`` over ``n`` candidates given best score first; ``feedback``: their
     (examined, clicked) [n] for Thompson sampling (None: no feedback yet); ``linear``: their
     (contexts [n, D], gram [n, D, D], clicks [n, D]) for the contextual policy."""
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+    _check(policy)
     if policy == GREEDY or share <= 0:
         return greedy(n, k)
     if policy == EPSILON_GREEDY:
         return epsilon_greedy(n, k, min(share, cfg.max_share), rng)
-    if policy == CONTEXTUAL:
-        if linear is None:
-            raise ValueError("the contextual policy needs the candidates' contexts")
-        x, gram, clicks = linear
-        return thompson(
-            n,
-            k,
-            explore_slots(k, share, cfg),
-            lambda rest: linear_probs(x[rest], gram[rest], clicks[rest], cfg, rng),
-            rng,
-        )
-    examined, clicked = feedback if feedback is not None else (np.zeros(n), np.zeros(n))
-    alpha, beta = beta_posterior(examined, clicked)
-    return thompson(
-        n,
-        k,
-        explore_slots(k, share, cfg),
-        lambda rest: thompson_probs(alpha[rest], beta[rest], cfg, rng),
-        rng,
-    )
+    probs_of = _probs_of(policy, n, cfg, rng, feedback, linear)
+    return thompson(n, k, explore_slots(k, share, cfg), probs_of, rng)
+
+
+def slot_probs(
+    policy: str,
+    order: np.ndarray,
+    n: int,
+    k: int,
+    share: float,
+    cfg: ExploreConfig,
+    rng: np.random.Generator,
+    feedback: tuple[np.ndarray, np.ndarray] | None = None,
+    linear: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The probability [len(order)] that ``policy`` would have put ``order[j]`` in slot ``j``
+    given the slots before it as they were (the same conditional the served policy logs as its
+    propensity), over the same ``n`` candidates best score first. For the policy that served,
+    this is its logged propensity (Thompson sampling's up to its Monte Carlo estimate); for the
+    others it is what off-policy evaluation divides by (models.ope.own_log_check)."""
+    _check(policy)
+    order = np.asarray(order, dtype=np.int64)
+    used = np.zeros(n, dtype=bool)
+    out = np.zeros(len(order))
+    explore = policy != GREEDY and share > 0
+    eps = min(share, cfg.max_share) if policy == EPSILON_GREEDY else 0.0
+    keep, slots = _layout(n, k, explore_slots(k, share, cfg)) if explore and not eps else (k, [])
+    rest = np.arange(keep, n)
+    p = _probs_of(policy, n, cfg, rng, feedback, linear)(rest) if slots else np.zeros(0)
+    for j, item in enumerate(order.tolist()):
+        best = int(np.argmin(used)) if not used.all() else -1
+        if j in slots:  # a Thompson draw over the unused rest
+            live = np.where(used[keep:], 0.0, p)
+            out[j] = live[item - keep] / live.sum() if item >= keep and live.sum() > 0 else 0.0
+        elif eps:
+            out[j] = (1.0 - eps) * (item == best) + eps / max(int((~used).sum()), 1)
+        else:  # the next of the best (Thompson's kept slots; greedy's every slot)
+            out[j] = float(item == best)
+        used[item] = True
+    return out
 
 
 # -- offline replay ------------------------------------------------------------------------

@@ -7,15 +7,18 @@ Each comes with a seeded percentile-bootstrap interval over the logged rows.
 
 A logged frame has one row per impression (a round's item at one position): ``item_id``,
 ``position``, ``click`` (the reward) and ``propensity_score`` (the logging policy's probability
-of that item at that position). The Open Bandit Dataset sample is the first source; the
-platform's own impression log can be a second one as long as it yields the same columns.
+of that item at that position). Two sources: the Open Bandit Dataset sample (a context-free
+Bernoulli-TS log, whose target distribution is per (item, position)), and the platform's own
+event stream, where every impression carries every policy's probability of its slot in that
+request (api.impressions), so a target's probability is exact per row (:func:`impression_log`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -262,6 +265,113 @@ def evaluate_policy(
     )
 
 
+# -- the platform's own log -----------------------------------------------------------------
+
+POLICY_COLUMN = "policy"
+REQUEST_COLUMN = "request_id"
+
+
+TARGET_PREFIX = "p_"
+
+
+def target_column(policy: str) -> str:
+    """The own log's column with ``policy``'s probability of each logged slot's prefix."""
+    return f"{TARGET_PREFIX}{policy}"
+
+
+def impression_log(events: Iterable[Mapping[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """The API's impressions and clicks (event stream entries, as dicts) -> a logged frame: one
+    row per impression with ``request_id``, ``policy`` (the one that served), ``item_id``,
+    ``position``, ``click`` (1 if any event on that item answered that request: a click, or a
+    view/cart/purchase posted with its ``request_id``), ``propensity_score`` and ``p_<policy>``
+    for every policy the impression carries. Both are probabilities of the slate's *prefix*
+    (this slot and every slot above it as shown: the product of the slots' conditional
+    probabilities), so a slot's click is weighted as the reward of a sequence of choices
+    (the RIPS estimator, McInerney et al., KDD 2020): weighting each slot by its conditional
+    probability alone would credit a target with slots it reaches only after the logging
+    policy's exploration above them. Also returns how
+    many impressions were left out because they carry no per-policy probabilities (search
+    results, degraded answers, or logged before these existed)."""
+    rows, clicked, skipped = [], set(), 0
+    for e in events:
+        kind, rid = e.get(n.EVENT_TYPE), e.get(n.REQUEST_ID)
+        if rid is None:
+            continue
+        if kind != n.EventType.IMPRESSION.value:  # a click, view, cart... answering the request
+            clicked.add((rid, e.get(n.ITEM_ID)))
+        else:
+            probs = e.get(n.PROPENSITIES)
+            if not probs:
+                skipped += 1
+                continue
+            row = {
+                REQUEST_COLUMN: rid,
+                POLICY_COLUMN: e.get(n.POLICY),
+                n.ITEM_ID: e.get(n.ITEM_ID),
+                POSITION: e.get(n.POSITION),
+                PSCORE: e.get(n.PROPENSITY),
+            }
+            rows.append(row | {target_column(p): v for p, v in probs.items()})
+    log = pd.DataFrame(rows)
+    if log.empty:
+        return log, skipped
+    pairs = zip(log[REQUEST_COLUMN], log[n.ITEM_ID], strict=True)
+    log[CLICK] = [int(pair in clicked) for pair in pairs]
+    log = log.sort_values([REQUEST_COLUMN, POSITION], kind="stable").reset_index(drop=True)
+    probs = [PSCORE, *(c for c in log.columns if c.startswith(TARGET_PREFIX))]
+    log[probs] = log.groupby(REQUEST_COLUMN)[probs].cumprod()  # of the slate's prefix
+    return log, skipped
+
+
+def own_log_check(
+    log: pd.DataFrame,
+    behavior: str,
+    target: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> PolicyCheck:
+    """Estimate ``target``'s CTR from the impressions ``behavior`` served (an
+    :func:`impression_log` frame) with the target's exact per-slot probabilities, beside the
+    target's own logged CTR where it served too. DR's reward model is the cross-fitted
+    per-(item, position) CTR; its expectation under the target uses the target's
+    importance-weighted (item, position) frequencies in the behaviour log."""
+    served = sorted(log[POLICY_COLUMN].unique()) if not log.empty else []
+    if behavior not in served:
+        raise ValueError(f"no impressions served by {behavior!r} in the log (it has {served})")
+    column = target_column(target)
+    if column not in log.columns:
+        raise ValueError(f"the log has no probabilities for {target!r}")
+    rows = log[log[POLICY_COLUMN] == behavior].reset_index(drop=True)
+    target_prob = rows[column].to_numpy(dtype=np.float64)
+    weight = rows.assign(w=target_prob / rows[PSCORE].to_numpy(dtype=np.float64))
+    cells = weight.groupby([n.ITEM_ID, POSITION])["w"].sum().unstack(fill_value=0.0)
+    dist = cells / cells.sum(axis=0).replace(0.0, 1.0)
+    q_logged, q_target = cross_fit_rewards(rows, dist, RewardModelConfig(seed=seed))
+    own = log[log[POLICY_COLUMN] == target]
+    return PolicyCheck(
+        behavior=behavior,
+        target=target,
+        rows=len(rows),
+        clicks=int(rows[CLICK].sum()),
+        target_dist="exact per logged slot",
+        logged=None
+        if own.empty
+        else logged_ctr(own[CLICK].to_numpy(), n_boot=n_boot, seed=seed, alpha=alpha),
+        estimates=estimate(
+            rows[CLICK].to_numpy(),
+            rows[PSCORE].to_numpy(),
+            target_prob,
+            q_logged,
+            q_target,
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+        ),
+    )
+
+
 # -- the Open Bandit Dataset check -------------------------------------------------------------
 
 
@@ -290,7 +400,7 @@ class PolicyCheck:
     rows: int  # behaviour log rows the estimates use
     clicks: int  # clicks among them
     target_dist: str  # how the target's action distribution was obtained (see action_dist)
-    logged: Estimate  # the target's on-policy CTR from its own log
+    logged: Estimate | None  # the target's on-policy CTR from its own log (None: none logged)
     estimates: dict[str, Estimate]
 
 

@@ -210,7 +210,8 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[Featur
     def write_batch(self, items: list[tuple[str, tuple[str, list[FeatureRow]]]]) -> None:
         for _key, (_source, rows) in items:
             for view, row in rows:
-                self._buffers.setdefault(view, []).append(row)
+                if view != n.FORGOTTEN:  # a forget marker: nothing to store offline
+                    self._buffers.setdefault(view, []).append(row)
             self._buffered += len(rows)
         if self._buffered >= self._rows_per_file:  # every view at once: the writing cost is
             self.close()  # spread over the run, not left for the end (slow views included)

@@ -35,6 +35,7 @@ from bytewax.outputs import (
 
 from core import names as n
 from core.bus import (
+    HEARTBEAT_S,
     REPLAY,
     STREAM_ID,
     decode_entry,
@@ -42,6 +43,7 @@ from core.bus import (
     entry_id,
     group_info,
     group_progress,
+    heartbeat,
 )
 from core.redis_server import redis_client
 from core.settings import Settings
@@ -139,6 +141,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         self._idle_since: float | None = None
         self._backoff_until = 0.0
         self._lag_checked = 0.0
+        self._beat_at = 0.0
         self._history = history
         self._pending_ids: set[str] = set()
         ensure_group(self._client, settings.events_stream, settings.consumer_group)
@@ -235,6 +238,10 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
 
     def _read_live(self) -> list[dict[str, Any]]:
         s = self._s
+        if time.monotonic() - self._beat_at > HEARTBEAT_S:  # "reading, caught up with history"
+            self._beat_at = time.monotonic()
+            with contextlib.suppress(redis.RedisError):
+                heartbeat(self._client, s.events_stream, self._consumer)
         try:
             if self._backlog_end is not None:
                 after = self._state.last or self._state.catch_up_end
@@ -340,15 +347,19 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
         self._store = open_store(settings)
         self._client = redis_client(settings)
         self._pending: Counter[str] = Counter(pending or {})
+        self._forget_entries: set[str] = set()  # forget control entries not yet acknowledged
         from feast.data_source import PushMode
 
         self._online = PushMode.ONLINE
 
     def write_batch(self, values: list[tuple[str, list[FeatureRow]]]) -> None:
         by_view: dict[str, list[dict[str, Any]]] = {}
-        for _source, rows in values:
+        for source, rows in values:
             for view, row in rows:
-                by_view.setdefault(view, []).append(row)
+                if view == n.FORGOTTEN:  # a forget control entry: deleted once acknowledged
+                    self._forget_entries.add(source)
+                else:
+                    by_view.setdefault(view, []).append(row)
         for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
             rows = write_partition(self._s.offline_dir, view, batch, f"{LIVE_PREFIX}{self._part}")
@@ -366,6 +377,10 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
             retry_redis(
                 lambda: self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
             )
+            if forget := [sid for sid in done if sid in self._forget_entries]:
+                # the request named the shopper: once it has been carried out, it goes too
+                retry_redis(lambda: self._client.xdel(self._s.events_stream, *forget))
+                self._forget_entries.difference_update(forget)
             now_ms = time.time() * 1000
             metrics = stream_metrics()
             for sid in done:

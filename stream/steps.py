@@ -110,13 +110,15 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
         return DeadLetter("event is not an object", raw)
     if raw.get(INVALID):
         return DeadLetter(str(raw[INVALID]), raw)
+    etype = _opt_str(raw.get(n.EVENT_TYPE))
+    if etype == n.FORGET:  # a control event: only the shopper matters
+        raw = {n.ITEM_ID: n.FORGET, n.EVENT_TIMESTAMP: 0, **raw}
     ids = {}
     for key in (n.USER_ID, n.ITEM_ID):
         ids[key] = _opt_str(raw.get(key))
         if ids[key] is None:
             return DeadLetter(f"missing {key}", raw)
-    etype = _opt_str(raw.get(n.EVENT_TYPE))
-    if etype is None or etype.lower() not in n.EVENT_TYPES:
+    if etype is None or (etype.lower() not in n.EVENT_TYPES and etype != n.FORGET):
         return DeadLetter(f"unknown event_type {etype!r}", raw)
     if raw.get(n.EVENT_TIMESTAMP) is None:
         return DeadLetter("missing event_timestamp", raw)
@@ -360,10 +362,14 @@ SIDES_PER_EVENT = 2
 
 def user_features(
     state: UserState | None, event: Event, params: FeatureParams
-) -> tuple[UserState, list[FeatureRow] | DeadLetter]:
+) -> tuple[UserState | None, list[FeatureRow] | DeadLetter]:
     """Update a user's state with one event; emit their ``user_behavior`` and ``user_interest``
     rows, or a dead letter if the event is late for this user (the state is then unchanged).
-    A replayed event (``event.replay``) updates the state and emits no rows."""
+    A replayed event (``event.replay``) updates the state and emits no rows. A ``forget``
+    control event drops the state (Bytewax forgets a key whose state is None) and emits the
+    :data:`core.names.FORGOTTEN` marker: the shopper's next event starts a new shopper."""
+    if event.event_type == n.FORGET:
+        return None, [(n.FORGOTTEN, {n.USER_ID: event.user_id})]
     if state is not None:
         late = late_event(
             state.behavior.latest_us, event, int(params.allowed_lateness_s * US), "user"
@@ -410,12 +416,14 @@ def user_features(
 
 def item_features(
     state: ItemState | None, event: Event, params: FeatureParams | None = None
-) -> tuple[ItemState, list[FeatureRow] | DeadLetter]:
+) -> tuple[ItemState | None, list[FeatureRow] | DeadLetter]:
     """Update an item's popularity counts with one event; emit its ``item_stats`` row (and for
     an impression or click its ``item_feedback`` row; none for a replayed event), or a dead
     letter if the event is late for this item. Its windowed counts, conversion and CTR are
     computed at read time from ``count_buckets`` (:func:`core.windows.read_time_features`)."""
     params = params or FeatureParams()
+    if event.event_type == n.FORGET:  # no item side: an item's state holds no shopper
+        return state, []
     if state is None:
         state = ItemState(WindowCounts(dict(n.ITEM_WINDOWS)))
     elif state.counts.total:

@@ -1,5 +1,12 @@
 """One router per resource; ``api.app.create_app`` includes them all."""
 
-from api.routes import events, items, ops, recommend, users
+from api.routes import catalogue, events, items, ops, recommend, users
 
-ROUTERS = (ops.router, recommend.router, items.router, events.router, users.router)
+ROUTERS = (
+    ops.router,
+    recommend.router,
+    items.router,
+    catalogue.router,
+    events.router,
+    users.router,
+)

@@ -1,14 +1,34 @@
-"""Items: ``/v1/items/{item_id}/similar``."""
+"""Items: ``/v1/items?ids=`` (names and categories), ``/v1/items/{item_id}/similar``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
 
 from api.bundle import NONE
 from api.deps import BundleDep, ItemPath, K
-from api.schemas import SimilarItem, SimilarResponse
+from api.routes.catalogue import catalogue_item
+from api.schemas import CatalogueItem, SimilarItem, SimilarResponse
 
 router = APIRouter(prefix="/v1/items", tags=["recommend"])
+MAX_IDS = 100
+
+
+@router.get("", response_model=list[CatalogueItem], tags=["catalogue"])
+def lookup(
+    bundle: BundleDep,
+    ids: Annotated[
+        str, Query(min_length=1, max_length=20_000, description=f"Comma-separated, 1..{MAX_IDS}.")
+    ],
+) -> list[CatalogueItem]:
+    """Title, category and popularity of catalogue items, in the order asked (unknown ids
+    are left out)."""
+    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    if not wanted or len(wanted) > MAX_IDS:
+        raise HTTPException(422, f"ids must name 1..{MAX_IDS} items, comma-separated")
+    found = [bundle.index[i] for i in wanted if i in bundle.index]
+    return [catalogue_item(bundle, ix) for ix in found]
 
 
 @router.get("/{item_id}/similar", response_model=SimilarResponse)

@@ -9,7 +9,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import BundleDep, Device, Explore, K, Policy, StateDep, UserPath
+from api.deps import (
+    BundleDep,
+    Device,
+    Explore,
+    K,
+    Policy,
+    RecommendKey,
+    SearchKey,
+    StateDep,
+    UserPath,
+)
 from api.recommend import recommend as run_recommend
 from api.schemas import Recommendations, ScoreRequest, ScoreResponse, SearchResponse
 from api.scoring import score_items
@@ -18,7 +28,7 @@ from api.scoring import search as run_search
 router = APIRouter(prefix="/v1", tags=["recommend"])
 
 
-@router.get("/recommend/{user_id}", response_model=Recommendations)
+@router.get("/recommend/{user_id}", response_model=Recommendations, dependencies=[RecommendKey])
 def recommend(
     state: StateDep,
     bundle: BundleDep,
@@ -42,7 +52,7 @@ def score(state: StateDep, bundle: BundleDep, body: ScoreRequest) -> ScoreRespon
     return score_items(state, bundle, body.user_id, refs)
 
 
-@router.get("/search", response_model=SearchResponse)
+@router.get("/search", response_model=SearchResponse, dependencies=[SearchKey])
 def search(
     state: StateDep,
     bundle: BundleDep,

@@ -1,6 +1,7 @@
 """The scoring API over a real Feast project, a real Redis and a model trained on the slice."""
 
 import json
+import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,15 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from cli.policy import read_own_log
 from core import names as n
 from core.redis_server import RedisServer, free_port, redis_client
+from models.ope import CLICK, own_log_check
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-123"
 AUTH = {"X-API-Key": KEY}
+READ = {"X-API-Key": "test-read-key"}
 STAGES = {"query", "candidates", "filter", "hydrate", "score", "select", "decorate"}
 
 
@@ -28,6 +32,8 @@ def settings(feast_project, trained):
         update={
             "artifacts_dir": trained.parent,
             "api_key": SecretStr(KEY),
+            "read_key": SecretStr(READ["X-API-Key"]),
+            "encoder_share": 1.0,  # no rest after an encode (tests/unit/api/test_encoder.py)
             "events_stream": "test:api:events",
             "max_body_bytes": 64_000,
             "log_impressions": False,  # test_impressions_* log to streams of their own
@@ -63,14 +69,14 @@ def test_health_ready_and_metrics(client, trained):
         "feature_store": True,
         "model": trained.name,
     }
-    client.get("/v1/users/17850/profile")
+    client.get("/v1/users/17850/profile", headers=READ)
     text = client.get("/metrics").text
     assert 'ig_requests_total{route="/v1/users/{user_id}/profile",status="200"}' in text
     assert f'version="{trained.name}"' in text.split("ig_model_info{")[1].split("}")[0]
 
 
 def test_profile_reads_the_users_online_features(client):
-    body = client.get("/v1/users/17850/profile").json()
+    body = client.get("/v1/users/17850/profile", headers=READ).json()
     assert body["known"] is True
     assert body["recent_items"] and body["top_categories"]
     total = body["features"][f"{n.USER_BEHAVIOR}__{n.EVENTS_TOTAL}"]
@@ -78,7 +84,7 @@ def test_profile_reads_the_users_online_features(client):
 
 
 def test_profile_of_unknown_user_is_empty_not_an_error(client):
-    body = client.get("/v1/users/nobody-here/profile").json()
+    body = client.get("/v1/users/nobody-here/profile", headers=READ).json()
     assert body["known"] is False and body["recent_items"] == [] and body["top_categories"] == []
     assert set(body["features"].values()) == {None}
 
@@ -92,7 +98,7 @@ def test_recommend_known_user_runs_every_stage_and_skips_what_they_bought(client
     items = [i["item_id"] for i in body["items"]]
     assert len(items) == len(set(items)) == 15
     bought = set(catalogue[n.ITEM_ID].iloc[seen[users.index(user)].indices])
-    recent = set(client.get(f"/v1/users/{user}/profile").json()["recent_items"])
+    recent = set(client.get(f"/v1/users/{user}/profile", headers=READ).json()["recent_items"])
     assert not set(items) & (bought | recent)
     assert not any(i["explored"] for i in body["items"])
     scores = [i["score"] for i in body["items"]]
@@ -253,6 +259,15 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
         ]
         assert {e[n.EVENT_TYPE] for e in shown} == {"impression"}
         assert {e[n.USER_ID] for e in shown} == {user}
+        # every policy's probability of each slot as served: Thompson's own is its propensity
+        # up to the Monte Carlo estimate; greedy would have shown the unexplored slots only
+        probs = [e[n.PROPENSITIES] for e in shown]
+        assert all(set(p) == {"greedy", "epsilon_greedy", "thompson", "contextual"} for p in probs)
+        assert [p["greedy"] for p in probs[:2]] == [1.0, 1.0]
+        explored = [i["explored"] for i in items]
+        assert all(p["greedy"] == 0.0 for p, ex in zip(probs, explored, strict=True) if ex)
+        assert all(0 < p["epsilon_greedy"] < 1 for p in probs)
+        assert [p["thompson"] == 1.0 for p in probs] == [not ex for ex in explored]
 
         click = {"user_id": user, "item_id": items[3]["item_id"], "event_type": "click"}
         r = c.post("/v1/events", json={**click, "request_id": body["request_id"]}, headers=AUTH)
@@ -288,6 +303,13 @@ def test_impressions_are_logged_and_clicks_attributed_to_their_slot(settings, ar
         metrics = c.get("/metrics").text
         assert "ig_impressions_logged_total 29.0" in metrics
         assert 'ig_clicks_total{attributed="true"} 1.0' in metrics
+    # ig evaluate-policy --data stream: the log as OPE reads it (search results carry no
+    # per-policy probabilities); Thompson's log estimates greedy's CTR
+    log = read_own_log("stream", own)
+    assert len(log) == 25 and log[CLICK].sum() == 1
+    assert sorted(log["policy"].unique()) == ["contextual", "greedy", "thompson"]
+    check = own_log_check(log, "thompson", "greedy", n_boot=50)
+    assert check.rows == 10 and check.logged is not None and check.logged.value == 0.0
 
 
 def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, artifact):
@@ -319,3 +341,77 @@ def test_lost_redis_degrades_to_popularity_and_recovers(settings, tmp_path, arti
     finally:
         server.stop(save=False)
         settings.export_feast_env()
+
+
+def test_reads_that_expose_a_shopper_need_the_read_or_admin_key(client, settings):
+    assert client.get("/v1/users/17850/profile").status_code == 401
+    assert client.get("/v1/users/17850/profile", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/v1/users/17850/profile", headers=READ).status_code == 200
+    assert client.get("/v1/users/17850/profile", headers=AUTH).status_code == 200
+    assert client.delete("/v1/users/17850", headers=READ).status_code == 401  # admin only
+    assert client.get("/v1/recommend/17850", params={"k": 3}).status_code == 200  # open
+    guarded = settings.model_copy(update={"recommend_needs_key": True, "read_key": None})
+    with TestClient(create_app(guarded)) as c:
+        assert c.get("/v1/recommend/17850", params={"k": 3}).status_code == 401
+        assert c.get("/v1/recommend/17850", params={"k": 3}, headers=AUTH).status_code == 200
+        assert c.get("/v1/search", params={"q": "heart", "user_id": "17850"}).status_code == 401
+        assert c.get("/v1/search", params={"q": "heart"}).status_code == 200  # not personal
+        r = c.get("/v1/users/17850/profile", headers=READ)  # no read key set: admin only
+        assert r.status_code == 401
+    closed = settings.model_copy(update={"read_key": None, "api_key": None})
+    with TestClient(create_app(closed)) as c:
+        r = c.get("/v1/users/17850/profile")
+        assert r.status_code == 403 and "IG_READ_KEY" in r.json()["detail"]
+
+
+def test_text_encoding_per_request_is_bounded(client, settings):
+    titles = [{"item_id": f"new-{i}", "title": "A" * 500} for i in range(41)]  # 20,500 chars
+    r = client.post("/v1/score", json={"user_id": "17850", "items": titles})
+    assert r.status_code == 422 and "at most 20000 per request" in r.json()["message"]
+    r = client.post("/v1/score", json={"user_id": "17850", "items": titles[:40]})
+    assert r.status_code == 200 and len(r.json()["scores"]) == 40
+    state = client.app.state.ig
+    state.encoder._slots.acquire()  # another request is encoding
+    try:
+        r = client.post("/v1/score", json={"user_id": "17850", "items": titles[:2]})
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        # a search query is short: its own slot, so long titles do not turn it away
+        assert client.get("/v1/search", params={"q": "heart"}).status_code == 200
+        assert client.get("/v1/recommend/17850", params={"k": 3}).status_code == 200
+    finally:
+        state.encoder._slots.release()
+    assert (
+        client.post("/v1/score", json={"user_id": "17850", "items": titles[:2]}).status_code == 200
+    )
+    metrics = client.get("/metrics").text
+    assert 'ig_encoder_refused_total{reason="busy"} 1.0' in metrics
+
+
+def test_an_incomplete_artifact_is_refused_and_the_serving_one_stays(settings, trained, tmp_path):
+    root = tmp_path / "artifacts"
+    broken = root / "20990101-000000-broken"
+    shutil.copytree(trained, broken)
+    (broken / "item_embeddings.npy").unlink()  # a copy that stopped half-way
+    (root / "latest").symlink_to(broken.name)
+    truncated = root / "20990101-000001-truncated"
+    shutil.copytree(trained, truncated)
+    data = (truncated / "catalogue.parquet").read_bytes()
+    (truncated / "catalogue.parquet").write_bytes(data[: len(data) // 2])
+    shutil.copytree(trained, root / trained.name)
+    own = settings.model_copy(update={"artifacts_dir": root})
+    with TestClient(create_app(own)) as c:  # starts without a model, and says why
+        r = c.get("/v1/recommend/17850")
+        assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
+        ok = c.post("/v1/admin/reload", json={"version": trained.name}, headers=AUTH)
+        assert ok.status_code == 200
+        for bad in (broken.name, truncated.name):
+            r = c.post("/v1/admin/reload", json={"version": bad}, headers=AUTH)
+            assert r.status_code == 409, r.text
+            assert f"still serving {trained.name}" in r.json()["detail"]
+        assert (
+            "item_embeddings.npy"
+            in c.post("/v1/admin/reload", json={"version": broken.name}, headers=AUTH).json()[
+                "detail"
+            ]
+        )
+        assert c.get("/v1/recommend/17850", params={"k": 3}).status_code == 200

@@ -61,7 +61,7 @@ def test_posted_events_move_recommendations_toward_their_category(settings, trai
 
         run_main(live_flow(settings, idle_stop_s=1.0))  # the live job drains the stream
 
-        profile = client.get(f"/v1/users/{user}/profile").json()
+        profile = client.get(f"/v1/users/{user}/profile", headers={"X-API-Key": KEY}).json()
         assert profile["recent_items"][: len(picks)] == list(reversed(picks.tolist()))
         after = client.get(f"/v1/recommend/{user}", params=params).json()
     assert after["known"] and not after["degraded"]

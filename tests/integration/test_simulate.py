@@ -4,10 +4,19 @@ materialized project."""
 
 import json
 
+import pandas as pd
 import pytest
 
-from cli.simulate import CLICKS_PNG, REGRET_PNG, RESULT_JSON, SimPlan, run_simulation
+from cli.simulate import (
+    CLICKS_PNG,
+    IMPRESSIONS,
+    REGRET_PNG,
+    RESULT_JSON,
+    SimPlan,
+    run_simulation,
+)
 from models.explore import GREEDY, THOMPSON
+from models.ope import CLICK
 from models.simulation import ShopConfig
 
 pytestmark = pytest.mark.integration
@@ -74,3 +83,19 @@ def test_greedy_explores_nothing_and_thompson_its_share(simulated):
     assert greedy["explored_share"] == 0.0 and greedy["served_as"] == [GREEDY]
     assert thompson["served_as"] == [THOMPSON]
     assert thompson["explored_share"] == pytest.approx(0.2)  # 1 of 5 slots per answer
+
+
+def test_other_policies_are_estimated_from_the_exploring_policys_log(simulated):
+    result, out = simulated
+    log = pd.read_parquet(out / IMPRESSIONS)
+    assert len(log) == 2 * 12 * 5 and log[CLICK].sum() == sum(
+        r["clicks"] for r in result["policies"].values()
+    )
+    ope = result["ope"]
+    assert ope["behavior"] == THOMPSON and ope["rows"] == 12 * 5
+    greedy = ope[GREEDY]
+    assert set(greedy) == {"logged", "ipw", "snips", "dr"}
+    logged = result["policies"][GREEDY]["clicks"] / (12 * 5)
+    assert greedy["logged"][0] == pytest.approx(logged, abs=1e-4)
+    for low, value, high in ((v[1], v[0], v[2]) for v in greedy.values()):
+        assert 0 <= low <= value <= high

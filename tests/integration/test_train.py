@@ -24,7 +24,8 @@ def test_train_writes_versioned_artifact_with_all_metrics(trained):
         "catalogue.parquet",
         "catalogue_text_embeddings.npy",
         "seen.npz",
-        "ranker.pkl",
+        "ranker.skops",
+        "ranker.json",
         "training.png",
         "manifest.json",
     ):

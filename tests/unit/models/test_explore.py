@@ -16,6 +16,7 @@ from models.explore import (
     explore_slots,
     linear_probs,
     replay,
+    slot_probs,
     thompson,
     thompson_probs,
 )
@@ -145,3 +146,38 @@ def test_replay_runs_every_policy_under_one_budget():
     out = replay(rounds, n_items=30, k=5, cfg=CFG, seed=0)
     assert set(out) == {GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL}
     assert all(0 < out[p]["coverage"] <= 1 for p in out)
+
+
+def _served(policy: str, seed: int, feedback=None, linear=None):
+    cfg = ExploreConfig()
+    slate = choose(policy, 30, 10, 0.3, cfg, np.random.default_rng(seed), feedback, linear)
+    probs = slot_probs(
+        policy, slate.order, 30, 10, 0.3, cfg, np.random.default_rng(seed), feedback, linear
+    )
+    return slate, probs
+
+
+@pytest.mark.parametrize("policy", [GREEDY, EPSILON_GREEDY, THOMPSON, CONTEXTUAL])
+def test_slot_probs_of_the_serving_policy_are_its_logged_propensities(policy):
+    x = context_vectors(5, np.zeros(30), 12.0, None)
+    linear = (x, np.zeros((30, CONTEXT_DIM, CONTEXT_DIM)), np.zeros((30, CONTEXT_DIM)))
+    feedback = (np.arange(30.0), np.arange(30.0) % 3)
+    for seed in range(5):
+        slate, probs = _served(policy, seed, feedback, linear)
+        np.testing.assert_allclose(probs, slate.propensity)
+
+
+def test_slot_probs_of_other_policies_for_a_logged_slate():
+    cfg = ExploreConfig()
+    order = np.array([0, 1, 7, 2])  # the best two, an explored one, the next best
+    rng = np.random.default_rng(0)
+    assert slot_probs(GREEDY, order, 10, 4, 0.3, cfg, rng).tolist() == [1.0, 1.0, 0.0, 1.0]
+    eps = slot_probs(EPSILON_GREEDY, order, 10, 4, 0.3, cfg, rng)
+    np.testing.assert_allclose(eps, [0.7 + 0.3 / 10, 0.7 + 0.3 / 9, 0.3 / 8, 0.7 + 0.3 / 7])
+    # Thompson, 4 slots at share 0.3: keeps the best 3 and draws slot 2 from items 3..9
+    ts = slot_probs(THOMPSON, order, 10, 4, 0.3, cfg, rng)
+    assert ts[[0, 1, 3]].tolist() == [1.0, 1.0, 1.0]
+    assert ts[2] == pytest.approx(1 / 7, rel=0.2)  # no feedback: every draw about equal
+    kept = slot_probs(THOMPSON, np.array([0, 1, 2, 3]), 10, 4, 0.3, cfg, rng)
+    assert kept[2] == 0.0  # item 2 is kept, so Thompson never draws it into the explore slot
+    assert slot_probs(GREEDY, order, 10, 4, 0.0, cfg, rng).tolist() == [1.0, 1.0, 0.0, 1.0]

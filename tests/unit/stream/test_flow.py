@@ -124,3 +124,29 @@ def test_replayed_history_rebuilds_state_without_sink_elements_or_dead_letters()
     assert len(rows) == 2  # the live event's two sides only
     behavior = next(r for _, (_, side) in rows for v, r in side if v == n.USER_BEHAVIOR)
     assert behavior[n.EVENTS_TOTAL] == 2  # continued from the replayed history
+
+
+def test_a_forget_event_drops_the_shoppers_state_and_their_next_event_starts_anew():
+    events = [
+        raw("u1", "i1", "view", 10),
+        raw("u1", "i2", "view", 20),
+        raw("u2", "i1", "view", 25),
+        {n.USER_ID: "u1", n.EVENT_TYPE: n.FORGET, n.EVENT_TIMESTAMP: 30},
+        raw("u1", "i3", "view", 40),
+    ]
+    rows, dead = [], []
+    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), PARAMS))
+    assert dead == []
+    sides = [side for _, (_, side) in rows]
+    assert [(n.FORGOTTEN, {n.USER_ID: "u1"})] in sides  # the marker the live sink consumes
+    interest = [r for side in sides for v, r in side if v == n.USER_INTEREST]
+    behavior = [r for side in sides for v, r in side if v == n.USER_BEHAVIOR]
+    assert [r[n.RECENT_ITEMS] for r in interest if r[n.USER_ID] == "u1"] == [
+        ["i1"],
+        ["i2", "i1"],
+        ["i3"],  # after the forget: a new shopper
+    ]
+    assert [r[n.EVENTS_TOTAL] for r in behavior if r[n.USER_ID] == "u1"] == [1, 2, 1]
+    items = [r for side in sides for v, r in side if v == n.ITEM_STATS]
+    assert [r[n.EVENTS_TOTAL] for r in items if r[n.ITEM_ID] == "i1"] == [1, 2]  # untouched
+    assert not [r for r in items if r[n.ITEM_ID] == n.FORGET]

@@ -1,0 +1,56 @@
+"""Forgetting a shopper on the bench's Online Retail project (``make bench``): how long
+``stream.forget.forget_user`` takes over every store and a copy of the serving artifact, and
+what a scan of Redis, the data folder and the artifact copy still finds of them (must be 0)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from core import names as n
+from core.redis_server import RedisServer
+from core.settings import Settings
+
+
+def busiest_shopper(settings: Settings) -> str:
+    """The shopper with the most events whose id is no item's id (a scan for an id that is
+    also an item's would count the item)."""
+    events = pq.read_table(settings.canonical_dir / settings.dataset / "events.parquet")
+    items = set(events[n.ITEM_ID].to_pylist())
+    counts = events.group_by(n.USER_ID).aggregate([(n.USER_ID, "count")]).to_pydict()
+    ranked = sorted(zip(counts[f"{n.USER_ID}_count"], counts[n.USER_ID], strict=True))
+    return next(u for _, u in reversed(ranked) if u not in items)
+
+
+def forget_figures(
+    settings: Settings, artifacts: Path, redis: RedisServer, workdir: Path
+) -> dict[str, Any]:
+    from core.feast_store import open_store
+    from models.artifact import forget_user as forget_in_artifacts
+    from stream.forget import forget_user, leftovers
+
+    copy = workdir / "forget-artifacts"  # never the user's own artifacts
+    served = (artifacts / "latest").resolve()
+    shutil.copytree(served, copy / served.name)
+    (copy / "latest").symlink_to(served.name)
+    user = busiest_shopper(settings)
+    client = redis.client(timeout=60)
+    before = sum(leftovers(settings, client, user, copy).values())
+    record = forget_user(
+        settings,
+        client,
+        open_store(settings),
+        user,
+        also=[("artifacts", lambda: forget_in_artifacts(copy, user))],
+    )
+    left = leftovers(settings, client, user, copy)
+    return {
+        "forget_seconds": record.seconds,
+        "forget_hits_before": before,
+        "forget_leftover_hits": sum(left.values()),
+        "forget_leftover_places": sorted(left)[:10],
+        "forget_removed": record.removed,
+    }
