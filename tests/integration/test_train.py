@@ -98,7 +98,7 @@ def test_served_artifact_knows_every_user_and_item(feast_project, trained, tmp_p
     evaluated = json.loads((trained / "metrics.json").read_text())
     served = json.loads((out / "metrics.json").read_text())
     assert served["models"] == evaluated["models"] and served["evaluation_artifact"] == trained.name
-    assert (out / "ranker.pkl").exists() and (out / "text_projection.npy").exists()
+    assert (out / "ranker.skops").exists() and (out / "text_projection.npy").exists()
     # ig evaluate on the served artifact measures the evaluated one (never its training data)
     from api.replay import evaluate_served
 
