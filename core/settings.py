@@ -117,9 +117,10 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Weight of the live recent items against the trained embedding."
     )
     use_ranker: bool = Field(
-        False,
-        description="Order candidates by the artifact's ranker (false: by the GNN score; "
-        "`ig evaluate` measured the ranker's list below retrieval's).",
+        True,
+        description="Order candidates by the artifact's ranker, which reads the live features "
+        "(false: by the GNN score alone; `ig evaluate` measured that list 4% higher on NDCG@20, "
+        "but it does not follow a shopper's clicks on a small model).",
     )
     search_personal_weight: float = Field(
         0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."
