@@ -32,6 +32,9 @@ def forget_figures(
     from models.artifact import forget_user as forget_in_artifacts
     from stream.forget import forget_user, leftovers
 
+    # the live-job figures' own small projects (bench/stream_bench.py) sit inside this data
+    # folder: other projects, done with, that this project's forget does not cover
+    shutil.rmtree(settings.data_dir / "stream-bench", ignore_errors=True)
     copy = workdir / "forget-artifacts"  # never the user's own artifacts
     served = (artifacts / "latest").resolve()
     shutil.copytree(served, copy / served.name)
