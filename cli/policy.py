@@ -117,17 +117,14 @@ def read_own_log(data: str, settings: Settings) -> pd.DataFrame:
     return log
 
 
-def stream_events(client: Any, stream: str, chunk: int = 10_000) -> Iterator[dict[str, Any]]:
-    """Every event on ``stream`` as a dict, oldest first, read ``chunk`` entries at a time."""
-    from core.bus import EVENT_FIELD, entry_id
+def stream_events(client: Any, stream: str) -> Iterator[dict[str, Any]]:
+    """Every event on ``stream`` as a dict, oldest first."""
+    from core.bus import EVENT_FIELD, iter_entries
 
-    start = "-"
-    while entries := client.xrange(stream, start, "+", count=chunk):
-        for _, fields in entries:
-            raw = fields.get(EVENT_FIELD.encode(), fields.get(EVENT_FIELD))
-            if raw is not None:
-                yield json.loads(raw)
-        start = "(" + entry_id(entries[-1][0])
+    for _, fields in iter_entries(client, stream):
+        raw = fields.get(EVENT_FIELD.encode(), fields.get(EVENT_FIELD))
+        if raw is not None:
+            yield json.loads(raw)
 
 
 def _print_check(check: PolicyCheck, n_boot: int) -> None:

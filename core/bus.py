@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,16 @@ def group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] |
     if not client.exists(stream):
         return None
     return next((g for g in client.xinfo_groups(stream) if g["name"].decode() == group), None)
+
+
+def iter_entries(
+    client: redis.Redis, stream: str | bytes, chunk: int = 10_000
+) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry (id, fields) of ``stream``, oldest first, read ``chunk`` at a time."""
+    start = "-"
+    while got := client.xrange(stream, start, "+", count=chunk):
+        yield from got
+        start = "(" + entry_id(got[-1][0])
 
 
 def entry_id(value: bytes | str) -> str:

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import redis
 
 from core import names as n
-from core.bus import EVENT_FIELD, entry_id, group_info, publish
+from core.bus import EVENT_FIELD, entry_id, group_info, iter_entries, publish
 from core.settings import Settings
 from stream.io import write_parquet_atomic
 
@@ -157,20 +157,17 @@ def forget_streams(client: redis.Redis, settings: Settings, user_id: str) -> tup
     return entries, answers
 
 
-def _entries(client: redis.Redis, stream: bytes, chunk: int = 10_000):
+def _entries(client: redis.Redis, stream: bytes):
     """(entry id, the event) of every entry of ``stream`` that holds one as JSON: an event
     (field ``event``) or a dead letter's raw input (field ``raw``)."""
-    start = "-"
-    while got := client.xrange(stream, start, "+", count=chunk):
-        for raw_id, fields in got:
-            payload = fields.get(EVENT_FIELD.encode(), fields.get(RAW.encode()))
-            try:
-                event = json.loads(payload) if payload is not None else None
-            except (ValueError, UnicodeDecodeError):
-                event = None
-            if isinstance(event, dict):
-                yield entry_id(raw_id), event
-        start = "(" + entry_id(got[-1][0])
+    for raw_id, fields in iter_entries(client, stream):
+        payload = fields.get(EVENT_FIELD.encode(), fields.get(RAW.encode()))
+        try:
+            event = json.loads(payload) if payload is not None else None
+        except (ValueError, UnicodeDecodeError):
+            event = None
+        if isinstance(event, dict):
+            yield entry_id(raw_id), event
 
 
 def online_key(store: Any, user_id: str) -> bytes:
@@ -261,7 +258,7 @@ def _values(client: redis.Redis, key: bytes) -> list[bytes]:
     if kind == b"hash":
         return [b for pair in client.hgetall(key).items() for b in pair]
     if kind == b"stream":
-        return [v for _, fields in _all_entries(client, key) for v in fields.values()]
+        return [v for _, fields in iter_entries(client, key) for v in fields.values()]
     if kind == b"string":
         return [client.get(key) or b""]
     if kind == b"list":
@@ -271,13 +268,6 @@ def _values(client: redis.Redis, key: bytes) -> list[bytes]:
     if kind == b"zset":
         return client.zrange(key, 0, -1)
     return []
-
-
-def _all_entries(client: redis.Redis, stream: bytes, chunk: int = 10_000):
-    start: str = "-"
-    while got := client.xrange(stream, start, "+", count=chunk):
-        yield from got
-        start = "(" + entry_id(got[-1][0])
 
 
 def parquet_leftovers(path: Path, user_id: str) -> int:
