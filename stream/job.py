@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig
@@ -41,13 +42,20 @@ class LiveJob:
         return self.workers * max(len(self.addresses), 1)
 
 
+def backfill_finished(manifest: Path) -> float:
+    """When the backfill behind ``manifest`` finished (unix s): its ``finished_at``, not the
+    file's time, which a later edit of its row count (stream.forget) moves."""
+    finished = json.loads(manifest.read_text()).get("finished_at")
+    return datetime.fromisoformat(finished).timestamp() if finished else manifest.stat().st_mtime
+
+
 def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> RecoveryConfig:
     """The Bytewax recovery folder, created (``python -m bytewax.recovery``) when empty.
     Raises :class:`HistoryError` when its snapshots predate the last backfill."""
     snapshots = list(folder.glob("part-*.sqlite3"))
     manifest = settings.offline_dir / BACKFILL_MANIFEST
     newest = max((p.stat().st_mtime for p in snapshots), default=None)
-    if newest is not None and manifest.exists() and newest < manifest.stat().st_mtime:
+    if newest is not None and manifest.exists() and newest < backfill_finished(manifest):
         raise HistoryError(
             f"the recovery folder {folder} predates the last backfill ({manifest}); its "
             "state belongs to the old offline store. Delete the folder: the job then "

@@ -1,0 +1,35 @@
+"""stream.job: when a recovery folder is refused as older than the backfill."""
+
+import json
+import os
+
+import pytest
+
+from core.names import BACKFILL_MANIFEST
+from core.settings import Settings
+from stream.job import prepare_recovery
+from stream.live import HistoryError
+
+
+def _project(tmp_path, finished_at: str, snapshot_mtime: float) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.offline_dir.mkdir(parents=True)
+    manifest = settings.offline_dir / BACKFILL_MANIFEST
+    manifest.write_text(json.dumps({"events_path": "x", "events": 3, "finished_at": finished_at}))
+    snapshot = tmp_path / "recovery" / "part-0.sqlite3"
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(b"")
+    os.utime(snapshot, (snapshot_mtime, snapshot_mtime))
+    return settings
+
+
+def test_a_recovery_snapshot_after_the_backfill_is_kept_when_the_manifest_is_edited(tmp_path):
+    # backfill at t=1000, snapshot at t=2000, the manifest's count edited now (a forget)
+    settings = _project(tmp_path, "1970-01-01T00:16:40+00:00", 2000.0)
+    prepare_recovery(settings, tmp_path / "recovery", 1)  # no error
+
+
+def test_a_recovery_snapshot_older_than_the_backfill_is_refused(tmp_path):
+    settings = _project(tmp_path, "1970-01-01T00:50:00+00:00", 2000.0)
+    with pytest.raises(HistoryError, match="predates the last backfill"):
+        prepare_recovery(settings, tmp_path / "recovery", 1)
