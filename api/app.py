@@ -55,7 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # outermost: a client over its rate is answered before anything reads its body
     buckets = TokenBuckets(cfg.score_rate_per_s, cfg.score_burst)
-    app.add_middleware(RateLimitMiddleware, paths=RATE_LIMITED, buckets=buckets, on_refuse=refused)
+    app.add_middleware(
+        RateLimitMiddleware,
+        paths=RATE_LIMITED,
+        buckets=buckets,
+        max_delay_s=cfg.score_max_delay_s,
+        max_body_bytes=cfg.max_body_bytes,
+        on_refuse=refused,
+    )
     app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
     app.add_exception_handler(TooMuchText, too_much_text)  # type: ignore[arg-type]
     app.add_exception_handler(EncoderBusy, encoder_busy)  # type: ignore[arg-type]

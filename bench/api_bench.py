@@ -125,7 +125,7 @@ def _counters(url: str, name: str) -> int:
 FLOOD_CLIENTS = 4
 
 
-def _flood(base: str, clients: int, stop: Any, out: Any) -> None:
+def _flood(base: str, clients: int, flooding: Any, stop: Any, out: Any) -> None:
     """A process of its own: ``clients`` connections sending ``/v1/score`` the most text a
     request may carry (new items with 500-character titles) as fast as they are answered, never
     waiting for ``Retry-After``; puts the status counts on ``out`` when ``stop`` is set."""
@@ -143,6 +143,7 @@ def _flood(base: str, clients: int, stop: Any, out: Any) -> None:
     threads = [threading.Thread(target=one, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
+    flooding.set()
     for t in threads:
         t.join()
     out.put(dict(statuses))
@@ -154,11 +155,15 @@ def _under_score_flood(
     """Recommend latency while FLOOD_CLIENTS connections flood ``/v1/score`` from a process of
     their own (a flooder is another client, not threads sharing the measuring client's GIL)."""
     ctx = multiprocessing.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    flooder = ctx.Process(target=_flood, args=(base, FLOOD_CLIENTS, stop, out), daemon=True)
+    flooding, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    flooder = ctx.Process(
+        target=_flood, args=(base, FLOOD_CLIENTS, flooding, stop, out), daemon=True
+    )
     flooder.start()
     try:
-        time.sleep(2.0)  # the flood is running (the child imports requests first)
+        if not flooding.wait(timeout=120):
+            raise RuntimeError(f"the flood process did not start (exit code {flooder.exitcode})")
+        time.sleep(1.0)  # the flood is under way
         session = requests.Session()
         lat = []
         for i in range(LATENCY_CALLS):
@@ -167,7 +172,7 @@ def _under_score_flood(
             lat.append(time.perf_counter() - started)
     finally:
         stop.set()
-        statuses = out.get(timeout=60)
+        statuses = out.get(timeout=60) if flooding.is_set() else {}
         flooder.join(timeout=30)
     ms = np.asarray(lat) * 1000
     return {

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     score_burst: int = Field(
         20, ge=1, description="Requests to /v1/score a client may send at once above its rate."
     )
+    score_max_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="A /v1/score request over its client's rate waits this long at most for a "
+        "token (as nginx's limit_req delays excess requests) before its 429.",
+    )
     encoder_wait_s: float = Field(
         0.05, ge=0, description="How long a request waits for a free encoder before its 429."
     )

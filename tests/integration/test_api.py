@@ -396,7 +396,7 @@ def test_a_client_over_its_score_rate_gets_429_before_its_body_is_read(settings)
             assert c.post("/v1/score", json=body).status_code == 200
         r = c.post("/v1/score", json=body)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-        assert r.headers["Connection"] == "close" and "/v1/score" in r.json()["detail"]
+        assert "/v1/score" in r.json()["detail"]
         # a body that is not even JSON is refused the same way: nothing parsed it
         r = c.post("/v1/score", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 429
