@@ -19,6 +19,8 @@ import torch
 from torch_geometric.nn import LightGCN
 from tqdm import tqdm
 
+HARDEST_CHUNK = 1024  # users per chunk of dynamic negative sampling ([1024, K, D] floats)
+
 
 @dataclass(frozen=True)
 class LightGCNConfig:
@@ -149,8 +151,11 @@ class InterestGCN:
             neg = self._negatives(len(idx), neg_weights, gen) + self.n_users
             if cfg.neg_candidates > 1:
                 neg = self._hardest(emb, u, len(idx), neg_weights, gen)
-            pos_rank = (emb[u] * emb[pos]).sum(-1)
-            neg_rank = (emb[u] * emb[neg]).sum(-1)
+            # index_select: its backward is an index_add, far cheaper on CPU than the
+            # accumulating index_put that emb[u] backpropagates through
+            emb_u = emb.index_select(0, u)
+            pos_rank = (emb_u * emb.index_select(0, pos)).sum(-1)
+            neg_rank = (emb_u * emb.index_select(0, neg)).sum(-1)
             loss = self.model.recommendation_loss(
                 pos_rank, neg_rank, node_id=torch.cat([u, pos, neg]), lambda_reg=cfg.lambda_reg
             )
@@ -172,9 +177,13 @@ class InterestGCN:
         the model currently scores highest (node ids [B])."""
         k = self.config.neg_candidates
         cand = self._negatives(count * k, weights, gen).view(count, k) + self.n_users  # [B, K]
-        with torch.no_grad():
-            scores = (emb[u].unsqueeze(1) * emb[cand]).sum(-1)  # [B, K]
-        return cand.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
+        best = torch.empty(count, dtype=torch.long)
+        with torch.no_grad():  # in chunks: one [B, K, D] gather is hundreds of MB, which the
+            for start in range(0, count, HARDEST_CHUNK):  # allocator maps and faults anew
+                part = slice(start, start + HARDEST_CHUNK)
+                scores = torch.einsum("bd,bkd->bk", emb[u[part]], emb[cand[part]])  # [b, K]
+                best[part] = cand[part].gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
+        return best
 
     def _negatives(
         self, count: int, weights: torch.Tensor | None, gen: torch.Generator
