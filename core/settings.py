@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
     stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
+    offline_compact_files: int = Field(
+        16,
+        ge=2,
+        description="Live job: this many offline files of one size are merged into one file "
+        "of the next size (per view and sink partition): a long run keeps about this many "
+        "files per size level, each row rewritten once per level.",
+    )
     future_tolerance_s: int = Field(
         300,
         ge=0,

@@ -51,7 +51,7 @@ import redis
 from core import names as n
 from core.bus import EVENT_FIELD, entry_id, group_info, iter_entries, publish
 from core.settings import Settings
-from stream.io import write_parquet_atomic
+from stream.io import offline_lock, write_parquet_atomic
 
 RAW = "raw"  # the column that keeps a rejected or dead-lettered row as it came in
 RECORDS = Path("forget") / "records.jsonl"
@@ -108,11 +108,17 @@ def forget_in_files(paths: Iterable[Path], user_id: str) -> int:
 
 
 def forget_offline(settings: Settings, user_id: str) -> int:
-    """The offline store's user views."""
-    return forget_in_files(
-        (p for view in USER_VIEWS for p in sorted((settings.offline_dir / view).glob("*.parquet"))),
-        user_id,
-    )
+    """The offline store's user views (under the offline store's lock: the live job's
+    compaction does not merge a file while its shopper's rows are removed)."""
+    with offline_lock(settings.offline_dir):
+        return forget_in_files(
+            (
+                p
+                for view in USER_VIEWS
+                for p in sorted((settings.offline_dir / view).glob("*.parquet"))
+            ),
+            user_id,
+        )
 
 
 def forget_log(settings: Settings, user_id: str) -> int:

@@ -2,7 +2,8 @@
 
 - :class:`RedisStreamSource` reads the event bus through a consumer group; its resume state is
   the last entry id it emitted, so a recovered job re-reads what followed its last snapshot.
-- :class:`LiveFeatureSink` writes each batch offline (new Parquet partitions) and online
+- :class:`LiveFeatureSink` writes each batch offline (a new Parquet partition per view, small
+  ones merged into larger ones in the background: :class:`stream.io.Compactor`) and online
   (Feast's online write, one per view per batch: :class:`OnlineWriter`),
   then XACKs every event whose rows are all written. Rows are keyed by entry id, so one
   partition sees all rows of an event.
@@ -47,7 +48,7 @@ from core.bus import (
 )
 from core.redis_server import redis_client
 from core.settings import Settings
-from stream.io import iter_log_batches, write_partition
+from stream.io import Compactor, iter_log_batches, write_partition
 from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
@@ -401,6 +402,12 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
         self._s = settings
         self._part = part
         self._online = OnlineWriter(open_store(settings))
+        self._compactor = Compactor(
+            settings.offline_dir,
+            list(n.VIEW_FEATURES),
+            f"{LIVE_PREFIX}{part}",
+            settings.offline_compact_files,
+        )
         self._client = redis_client(settings)
         self._pending: Counter[str] = Counter(pending or {})
         self._forget_entries: set[str] = set()  # forget control entries not yet acknowledged
@@ -438,9 +445,15 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
                 metrics.freshness.observe(fresh_s)
                 metrics.freshness_samples.append(fresh_s)
             metrics.events_acked.inc(len(done))
+        if by_view:
+            self._compactor.poke()
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._pending)
+
+    def close(self) -> None:
+        self._compactor.close()
+        self._client.close()
 
 
 class LiveFeatureSink(FixedPartitionedSink[tuple[str, list[FeatureRow]], dict[str, int]]):
