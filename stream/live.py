@@ -39,12 +39,16 @@ from core.bus import (
     HEARTBEAT_S,
     REPLAY,
     STREAM_ID,
+    by_partition,
     decode_entry,
     ensure_group,
     entry_id,
     group_info,
     group_progress,
     heartbeat,
+    partition_of,
+    partition_streams,
+    split_source_id,
 )
 from core.redis_server import redis_client
 from core.settings import Settings
@@ -130,12 +134,17 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
     def __init__(
         self,
         settings: Settings,
+        partition: int,
         consumer: str,
         resume: SourceState | None,
         idle_stop_s: float | None,
         history: History | None,
     ) -> None:
         self._s = settings
+        self._partition = partition
+        self._stream = partition_streams(settings.events_stream, settings.event_partitions)[
+            partition
+        ]
         self._client = redis_client(settings)
         self._consumer = consumer
         self._idle_stop_s = idle_stop_s
@@ -145,7 +154,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         self._beat_at = 0.0
         self._history = history
         self._pending_ids: set[str] = set()
-        ensure_group(self._client, settings.events_stream, settings.consumer_group)
+        ensure_group(self._client, self._stream, settings.consumer_group)
         self._backlog_end: str | None = None
         if resume is not None and not isinstance(resume, SourceState):
             raise HistoryError(  # an entry id: a snapshot of the job before it kept history
@@ -155,13 +164,13 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         if resume is None or (not resume.live and resume.catch_up_end is None):
             # No snapshot (first start, or started without its recovery folder): rebuild
             # state from the history log, then from what the group already delivered.
-            info = group_info(self._client, settings.events_stream, settings.consumer_group)
+            info = group_info(self._client, self._stream, settings.consumer_group)
             end = entry_id(info["last-delivered-id"]) if info else "0-0"
             done = resume.history_done if resume else 0
             resume = SourceState(history_done=done, catch_up_end=end, last=None)
         if resume.live:
             # Re-read what was delivered after the last snapshot: its rows may be missing.
-            info = group_info(self._client, settings.events_stream, settings.consumer_group)
+            info = group_info(self._client, self._stream, settings.consumer_group)
             self._backlog_end = entry_id(info["last-delivered-id"]) if info else None
         if not resume.live:
             self._claim_pending()
@@ -175,7 +184,7 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         while True:
             got = retry_redis(
                 lambda st=start: self._client.xautoclaim(
-                    s.events_stream,
+                    self._stream,
                     s.consumer_group,
                     self._consumer,
                     0,
@@ -191,23 +200,27 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
             log.info("claimed %d pending entries to process again", len(self._pending_ids))
 
     def _history_rows(self, offset: int) -> Iterator[list[dict[str, Any]]]:
+        """The history log's rows from ``offset`` on (an offset counts every row of the log),
+        only those of this partition's users when the bus has several partitions."""
         assert self._history is not None
         left = self._history.events - offset
+        parts = self._s.event_partitions
         for rows in iter_log_batches(self._history.path, offset, self._s.history_batch_rows):
             rows = rows[:left]
             left -= len(rows)
-            for row in rows:
+            mine = [r for r in rows if partition_of(r[n.USER_ID], parts) == self._partition]
+            for row in mine:
                 row[REPLAY] = True
-            yield rows
+            yield mine, len(rows)
             if left <= 0:
                 return
 
     def next_batch(self) -> list[dict[str, Any]]:
         state = self._state
         if self._rows is not None:
-            batch = next(self._rows, None)
-            if batch:
-                self._state = replace(state, history_done=state.history_done + len(batch))
+            batch, read = next(self._rows, (None, 0))
+            if batch is not None:
+                self._state = replace(state, history_done=state.history_done + read)
                 stream_metrics().history_replayed.inc(len(batch))
                 return batch
             self._rows = None
@@ -224,14 +237,17 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         if state.catch_up_end and state.catch_up_end != "0-0":
             entries = retry_redis(
                 lambda: self._client.xrange(
-                    s.events_stream, start, state.catch_up_end, count=s.stream_batch
+                    self._stream, start, state.catch_up_end, count=s.stream_batch
                 )
             )
         if not entries:
             self._state = replace(state, live=True)
             return []
         self._state = replace(state, last=entry_id(entries[-1][0]))
-        out = [decode_entry(i, f, replay=entry_id(i) not in self._pending_ids) for i, f in entries]
+        out = [
+            decode_entry(i, f, entry_id(i) not in self._pending_ids, self._partition)
+            for i, f in entries
+        ]
         replayed = sum(1 for e in out if e.get(REPLAY))
         stream_metrics().history_replayed.inc(replayed)
         stream_metrics().events_in.inc(len(out) - replayed)
@@ -248,21 +264,21 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
                 after = self._state.last or self._state.catch_up_end
                 start = f"({after}" if after and after != "0-0" else "-"
                 entries = self._client.xrange(
-                    s.events_stream, start, self._backlog_end, count=s.stream_batch
+                    self._stream, start, self._backlog_end, count=s.stream_batch
                 )
                 if not entries:
                     self._backlog_end = None
                     return []
             else:
                 got = self._client.xreadgroup(
-                    s.consumer_group, self._consumer, {s.events_stream: ">"}, count=s.stream_batch
+                    s.consumer_group, self._consumer, {self._stream: ">"}, count=s.stream_batch
                 )
                 entries = got[0][1] if got else []
         except redis.RedisError as exc:
             log.warning("event stream unavailable (%s); retrying", exc)
             if "NOGROUP" in str(exc):  # Redis came back without its data: start the group anew
                 with contextlib.suppress(redis.RedisError):
-                    ensure_group(self._client, s.events_stream, s.consumer_group)
+                    ensure_group(self._client, self._stream, s.consumer_group)
             self._backoff_until = time.monotonic() + 1.0
             return []
         if not entries:
@@ -278,9 +294,9 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         if time.monotonic() - self._lag_checked > 1.0:
             self._lag_checked = time.monotonic()
             with contextlib.suppress(redis.RedisError):
-                progress = group_progress(self._client, s.events_stream, s.consumer_group)
-                metrics.consumer_lag.set(progress.lag)
-        return [decode_entry(i, f) for i, f in entries]
+                progress = group_progress(self._client, self._stream, s.consumer_group)
+                metrics.set_lag(self._partition, progress.lag)
+        return [decode_entry(i, f, partition=self._partition) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
         if self._idle_since is not None or self._backoff_until > time.monotonic():
@@ -295,10 +311,11 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
 
 
 class RedisStreamSource(FixedPartitionedSource[dict[str, Any], SourceState]):
-    """Live events from the Redis Stream ``settings.events_stream`` via a consumer group,
-    continuing from ``history`` (the backfilled log): without a recovery snapshot it first
-    replays that log and the entries the group already delivered, to rebuild every user's
-    and item's state exactly where it was, then reads new entries.
+    """Live events from the event bus ``settings.events_stream`` via a consumer group: one
+    source partition per bus partition (:func:`core.bus.partition_streams`), continuing from
+    ``history`` (the backfilled log): without a recovery snapshot each first replays its
+    users' rows of that log and the entries its group already delivered, to rebuild every
+    user's and item's state where it was, then reads new entries.
 
     ``idle_stop_s`` ends the job after that long without new entries (tests, catch-up runs);
     ``None`` runs until stopped.
@@ -317,13 +334,18 @@ class RedisStreamSource(FixedPartitionedSource[dict[str, Any], SourceState]):
         self.history = history
 
     def list_parts(self) -> list[str]:
-        return [self.settings.events_stream]
+        return partition_streams(self.settings.events_stream, self.settings.event_partitions)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: SourceState | None
     ) -> _StreamPartition:
         return _StreamPartition(
-            self.settings, self.consumer, resume_state, self.idle_stop_s, self.history
+            self.settings,
+            self.list_parts().index(for_part),
+            self.consumer,
+            resume_state,
+            self.idle_stop_s,
+            self.history,
         )
 
 
@@ -402,6 +424,7 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
         self._s = settings
         self._part = part
         self._online = OnlineWriter(open_store(settings))
+        self._streams = partition_streams(settings.events_stream, settings.event_partitions)
         self._compactor = Compactor(
             settings.offline_dir,
             list(n.VIEW_FEATURES),
@@ -429,19 +452,23 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
         self._pending.update(source for source, _ in values)
         done = [sid for sid, k in self._pending.items() if k >= SIDES_PER_EVENT]
         if done:
-            retry_redis(
-                lambda: self._client.xack(self._s.events_stream, self._s.consumer_group, *done)
-            )
+            for k, ids in by_partition(done).items():
+                retry_redis(
+                    lambda k=k, ids=ids: self._client.xack(  # type: ignore[misc]
+                        self._streams[k], self._s.consumer_group, *ids
+                    )
+                )
             if forget := [sid for sid in done if sid in self._forget_entries]:
                 # the request named the shopper: once it has been carried out, it goes too
-                retry_redis(lambda: self._client.xdel(self._s.events_stream, *forget))
+                for k, ids in by_partition(forget).items():
+                    retry_redis(lambda k=k, ids=ids: self._client.xdel(self._streams[k], *ids))  # type: ignore[misc]
                 self._forget_entries.difference_update(forget)
             now_ms = time.time() * 1000
             metrics = stream_metrics()
             for sid in done:
                 del self._pending[sid]
                 # An entry id starts with the XADD wall-clock time in milliseconds.
-                fresh_s = max(now_ms - int(sid.split("-")[0]), 0) / 1000
+                fresh_s = max(now_ms - int(split_source_id(sid)[1].split("-")[0]), 0) / 1000
                 metrics.freshness.observe(fresh_s)
                 metrics.freshness_samples.append(fresh_s)
             metrics.events_acked.inc(len(done))
@@ -488,8 +515,9 @@ class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
             )
             if raw.get(STREAM_ID):
                 ids.append(raw[STREAM_ID])
-        if ids:
-            pipe.xack(self._s.events_stream, self._s.consumer_group, *ids)
+        streams = partition_streams(self._s.events_stream, self._s.event_partitions)
+        for k, entries in by_partition(ids).items():
+            pipe.xack(streams[k], self._s.consumer_group, *entries)
         retry_redis(pipe.execute)
         stream_metrics().dead_letters.inc(len(items))
 

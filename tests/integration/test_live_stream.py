@@ -13,7 +13,7 @@ import pytest
 from bytewax.testing import run_main
 
 from core import names as n
-from core.bus import group_progress, publish
+from core.bus import group_progress, partition_streams, publish
 from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
@@ -86,6 +86,7 @@ def ig_stream(settings, *args):
                 "events_stream": settings.events_stream,
                 "dead_letter_stream": settings.dead_letter_stream,
                 "stream_batch": 100,
+                "event_partitions": settings.event_partitions,
             }.items()
         },
     }
@@ -196,6 +197,39 @@ def test_two_processes_on_loopback_equal_backfill(project, feast_project):
     for job in jobs:
         assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
     assert_equals_backfill(project, events)
+
+
+def test_two_partitions_read_by_two_processes_equal_a_backfill(project, feast_project):
+    """A bus of 2 partitions, one `ig stream` process each (-a/-i): every event is written and
+    acknowledged once; each shopper's events are on one partition, in order, so user rows
+    offline and online equal a backfill's. (Items see both partitions interleaved: their
+    rows are not compared; README, Scaling out.) Events are re-timed to now, in order: read
+    at full speed, the partitions' event times stay within the allowed lateness."""
+    settings = project.model_copy(update={"event_partitions": 2})
+    events = slice_of_events(feast_project).reset_index(drop=True)
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=5)
+    events[n.EVENT_TIMESTAMP] = start + pd.to_timedelta(events.index * 1000, "us")
+    publish(redis_client(settings), settings.events_stream, as_messages(events), 2)
+    client = redis_client(settings)
+    sizes = [client.xlen(s) for s in partition_streams(settings.events_stream, 2)]
+    assert sum(sizes) == EVENTS and min(sizes) > EVENTS // 4
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    jobs = [ig_stream(settings, "-a", addresses, "-i", str(i), "--idle-stop", "3") for i in (0, 1)]
+    for job in jobs:
+        assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
+    for stream in partition_streams(settings.events_stream, 2):
+        assert client.xpending(stream, settings.consumer_group)["pending"] == 0
+    log_path = settings.data_dir / "events.parquet"
+    events.to_parquet(log_path)
+    backfilled = settings.data_dir / "backfill"
+    run_backfill(log_path, backfilled, settings.data_dir / "bf_dead", progress=False)
+    for view in (n.USER_BEHAVIOR, n.USER_INTEREST):
+        pd.testing.assert_frame_equal(
+            visible_rows(settings.offline_dir, view), visible_rows(backfilled, view)
+        )
+    differences = online_differences(settings, backfilled)
+    assert [d for d in differences if d.startswith("user_")] == []
+    assert not client.exists(settings.dead_letter_stream)
 
 
 def test_job_survives_a_redis_restart(tmp_path, feast_project):
