@@ -314,7 +314,7 @@ class Compactor:
         self._pool.shutdown()
 
 
-class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[FeatureRow]]]]):
+class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, str, list[FeatureRow]]]]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
         self._worker = worker
@@ -322,8 +322,8 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[Featur
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._buffered = 0
 
-    def write_batch(self, items: list[tuple[str, tuple[str, list[FeatureRow]]]]) -> None:
-        for _key, (_source, rows) in items:
+    def write_batch(self, items: list[tuple[str, tuple[str, str, list[FeatureRow]]]]) -> None:
+        for _key, (_source, _side, rows) in items:
             for view, row in rows:
                 if view != n.FORGOTTEN:  # a forget marker: nothing to store offline
                     self._buffers.setdefault(view, []).append(row)
@@ -338,7 +338,7 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[Featur
         self._buffered = 0
 
 
-class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, list[FeatureRow]]]]):
+class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, str, list[FeatureRow]]]]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows (all views together) and then writes each

@@ -1,12 +1,13 @@
-"""The live mode of the feature dataflow: Redis Stream in, Feast online writes + Parquet out.
+"""The live mode of the feature dataflow: Redis Streams in, Feast online writes + Parquet out.
 
-- :class:`RedisStreamSource` reads the event bus through a consumer group; its resume state is
-  the last entry id it emitted, so a recovered job re-reads what followed its last snapshot.
+- :class:`RedisStreamSource` reads the event bus (one source partition per bus partition)
+  through a consumer group; its resume state is the last entry id it emitted, so a recovered
+  job re-reads what followed its last snapshot.
 - :class:`LiveFeatureSink` writes each batch offline (a new Parquet partition per view, small
   ones merged into larger ones in the background: :class:`stream.io.Compactor`) and online
-  (Feast's online write, one per view per batch: :class:`OnlineWriter`),
-  then XACKs every event whose rows are all written. Rows are keyed by entry id, so one
-  partition sees all rows of an event.
+  (Feast's online write, one per view per batch: :class:`OnlineWriter`), then XACKs every
+  event whose two sides are written (:class:`SideMarks`). Rows are routed by entity, so one
+  partition writes all rows of a user or an item, in order.
 - :class:`DeadLetterStreamSink` records malformed events with their reason in a stream.
 Both sinks are idempotent: a rewrite after a restart writes the same values again.
 """
@@ -17,7 +18,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -56,7 +56,6 @@ from stream.io import Compactor, iter_log_batches, write_partition
 from stream.metrics import stream_metrics
 from stream.steps import (
     CREATED_OFFSET_US,
-    SIDES_PER_EVENT,
     DeadLetter,
     FeatureRow,
 )
@@ -417,8 +416,54 @@ def _utc(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[str, int]]):
-    def __init__(self, settings: Settings, part: str, pending: dict[str, int] | None) -> None:
+# Marks of written event sides, in one hash per bus (field "<source id>|<side>", value "1"
+# for a forget control event): a side's sink partition marks it, or, when the other side's
+# mark is there, takes that mark away and reports the event complete. Atomic (a script), so of
+# two partitions marking an event's two sides at once exactly one completes it.
+_MARK_SIDES = """
+local done = {}
+for i = 1, #ARGV, 3 do
+  local sid, side, forget = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local other = sid .. '|' .. (side == 'user' and 'item' or 'user')
+  local theirs = redis.call('HGET', KEYS[1], other)
+  if theirs then
+    redis.call('HDEL', KEYS[1], other)
+    done[#done + 1] = sid
+    done[#done + 1] = (forget == '1' or theirs == '1') and '1' or '0'
+  else
+    redis.call('HSET', KEYS[1], sid .. '|' .. side, forget)
+  end
+end
+return done
+"""
+
+
+def sides_key(stream: str) -> str:
+    """The hash of written event sides of the bus ``stream`` (see ``_MARK_SIDES``)."""
+    return f"{stream}:sides"
+
+
+class SideMarks:
+    """Which events have both sides written: ``complete`` marks sides and returns the events
+    they complete, with whether each is a forget control event. Kept in Redis (its AOF/RDB
+    like the stream), so sink partitions in any process, and any restart, see one record;
+    marking a side again is harmless (at-least-once delivery after recovery)."""
+
+    def __init__(self, client: redis.Redis, stream: str) -> None:
+        self._key = sides_key(stream)
+        self._script = client.register_script(_MARK_SIDES)
+
+    def complete(self, sides: list[tuple[str, str, bool]]) -> list[tuple[str, bool]]:
+        """``sides``: (source id, side, forget); returns (source id, forget) completed."""
+        if not sides:
+            return []
+        args = [a for sid, side, forget in sides for a in (sid, side, "1" if forget else "0")]
+        got = retry_redis(lambda: self._script(keys=[self._key], args=args))
+        return [(entry_id(got[i]), got[i + 1] in (b"1", "1")) for i in range(0, len(got), 2)]
+
+
+class _LivePartition(StatefulSinkPartition[tuple[str, str, list[FeatureRow]], None]):
+    def __init__(self, settings: Settings, part: str) -> None:
         from core.feast_store import open_store
 
         self._s = settings
@@ -432,59 +477,63 @@ class _LivePartition(StatefulSinkPartition[tuple[str, list[FeatureRow]], dict[st
             settings.offline_compact_files,
         )
         self._client = redis_client(settings)
-        self._pending: Counter[str] = Counter(pending or {})
-        self._forget_entries: set[str] = set()  # forget control entries not yet acknowledged
+        self._marks = SideMarks(self._client, settings.events_stream)
 
-    def write_batch(self, values: list[tuple[str, list[FeatureRow]]]) -> None:
+    def write_batch(self, values: list[tuple[str, str, list[FeatureRow]]]) -> None:
         by_view: dict[str, list[dict[str, Any]]] = {}
-        for source, rows in values:
+        sides = []
+        for source, side, rows in values:
+            forget = False
             for view, row in rows:
                 if view == n.FORGOTTEN:  # a forget control entry: deleted once acknowledged
-                    self._forget_entries.add(source)
+                    forget = True
                 else:
                     by_view.setdefault(view, []).append(row)
+            sides.append((source, side, forget))
         for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
             rows = write_partition(self._s.offline_dir, view, batch, f"{LIVE_PREFIX}{self._part}")
             latest = list({r[key]: r for r in rows}.values())  # one write per entity
             retry_redis(lambda v=view, r=latest: self._online.write(v, r))  # type: ignore[misc]
             stream_metrics().rows_out.inc(len(rows))
-        self._pending.update(source for source, _ in values)
-        done = [sid for sid, k in self._pending.items() if k >= SIDES_PER_EVENT]
+        done = self._marks.complete(sides)
         if done:
-            for k, ids in by_partition(done).items():
-                retry_redis(
-                    lambda k=k, ids=ids: self._client.xack(  # type: ignore[misc]
-                        self._streams[k], self._s.consumer_group, *ids
-                    )
-                )
-            if forget := [sid for sid in done if sid in self._forget_entries]:
-                # the request named the shopper: once it has been carried out, it goes too
-                for k, ids in by_partition(forget).items():
-                    retry_redis(lambda k=k, ids=ids: self._client.xdel(self._streams[k], *ids))  # type: ignore[misc]
-                self._forget_entries.difference_update(forget)
-            now_ms = time.time() * 1000
-            metrics = stream_metrics()
-            for sid in done:
-                del self._pending[sid]
-                # An entry id starts with the XADD wall-clock time in milliseconds.
-                fresh_s = max(now_ms - int(split_source_id(sid)[1].split("-")[0]), 0) / 1000
-                metrics.freshness.observe(fresh_s)
-                metrics.freshness_samples.append(fresh_s)
-            metrics.events_acked.inc(len(done))
+            self._acknowledge(done)
         if by_view:
             self._compactor.poke()
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self._pending)
+    def _acknowledge(self, done: list[tuple[str, bool]]) -> None:
+        """XACK events whose both sides are written; XDEL forget control events after."""
+        for k, ids in by_partition(sid for sid, _ in done).items():
+            retry_redis(
+                lambda k=k, ids=ids: self._client.xack(  # type: ignore[misc]
+                    self._streams[k], self._s.consumer_group, *ids
+                )
+            )
+        # a forget request names the shopper: once it has been carried out, it goes too
+        for k, ids in by_partition(sid for sid, forget in done if forget).items():
+            retry_redis(lambda k=k, ids=ids: self._client.xdel(self._streams[k], *ids))  # type: ignore[misc]
+        now_ms = time.time() * 1000
+        metrics = stream_metrics()
+        for sid, _ in done:
+            # An entry id starts with the XADD wall-clock time in milliseconds.
+            fresh_s = max(now_ms - int(split_source_id(sid)[1].split("-")[0]), 0) / 1000
+            metrics.freshness.observe(fresh_s)
+            metrics.freshness_samples.append(fresh_s)
+        metrics.events_acked.inc(len(done))
+
+    def snapshot(self) -> None:
+        return None  # which sides are written is in Redis (SideMarks)
 
     def close(self) -> None:
         self._compactor.close()
         self._client.close()
 
 
-class LiveFeatureSink(FixedPartitionedSink[tuple[str, list[FeatureRow]], dict[str, int]]):
-    """Offline Parquet partitions + Feast online push, then XACK of completed events."""
+class LiveFeatureSink(FixedPartitionedSink[tuple[str, str, list[FeatureRow]], None]):
+    """Offline Parquet partitions + Feast online writes, then XACK of completed events.
+    Elements are routed by entity (``stream.flow.side_rows``): one partition writes all rows
+    of a user or an item; :class:`SideMarks` joins an event's two sides."""
 
     def __init__(self, settings: Settings, partitions: int = 1) -> None:
         self.settings = settings
@@ -493,10 +542,8 @@ class LiveFeatureSink(FixedPartitionedSink[tuple[str, list[FeatureRow]], dict[st
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.partitions)]
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: dict[str, int] | None
-    ) -> _LivePartition:
-        return _LivePartition(self.settings, for_part, resume_state)
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _LivePartition:
+        return _LivePartition(self.settings, for_part)  # an older snapshot's counts: in Redis
 
 
 class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
