@@ -173,23 +173,32 @@ def _started(
     return jobs
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _jobs_rate(
     settings: Settings,
     events: list[dict[str, Any]],
     warm: list[dict[str, Any]],
     *jobs_args: list[str],
-) -> float:
-    """Events/s of warmed-up ``ig stream`` processes (one per ``jobs_args``) over ``events``,
-    timed from the start of their XADD (this process) until all are acknowledged."""
+) -> tuple[float, float]:
+    """(events/s, CPU ms per 1,000 events) of warmed-up ``ig stream`` processes (one per
+    ``jobs_args``) over ``events``, timed from the start of their XADD (this process) until
+    all are acknowledged; CPU: what the job processes used meanwhile, all together."""
     jobs = _started(settings, warm, *jobs_args)
     try:
+        cpu = sum(_cpu_s(j.pid) for j in jobs)
         since = time.monotonic()
         _publish(settings, events)
         took = _wait_done(settings, len(events), since=since)
+        cpu = sum(_cpu_s(j.pid) for j in jobs) - cpu
     finally:
         for job in jobs:
             job.wait(timeout=120)
-    return round(len(events) / took, 1)
+    return round(len(events) / took, 1), round(1e6 * cpu / len(events), 1)
 
 
 def offline_files_per_view(settings: Settings) -> int:
@@ -251,14 +260,14 @@ def stream_figures(
 
     # One process as a job runs (`ig stream`), then 2 workers (-w 2), then 2 processes
     # (-a ... -i 0/1), each on a bus of as many partitions as workers.
-    out["stream_events_per_s_1proc"] = _jobs_rate(
+    out["stream_events_per_s_1proc"], out["stream_cpu_ms_per_1k_events_1proc"] = _jobs_rate(
         _fresh_stream(settings), events, warm, ["--idle-stop", "2"]
     )
-    out["stream_events_per_s_2worker"] = _jobs_rate(
+    out["stream_events_per_s_2worker"], out["stream_cpu_ms_per_1k_events_2worker"] = _jobs_rate(
         _fresh_stream(settings, event_partitions=2), events, warm, ["-w", "2", "--idle-stop", "2"]
     )
     addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    out["stream_events_per_s_2proc"] = _jobs_rate(
+    out["stream_events_per_s_2proc"], out["stream_cpu_ms_per_1k_events_2proc"] = _jobs_rate(
         _fresh_stream(settings, event_partitions=2),
         events,
         warm,
