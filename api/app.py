@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.encoder import EncoderBusy, TooMuchText
+from api.ratelimit import RateLimitMiddleware, TokenBuckets
 from api.routes import ROUTERS
 from api.state import State
 from core.settings import Settings, get_settings
@@ -25,10 +26,15 @@ from core.settings import Settings, get_settings
 SHOP_DIR = Path(__file__).resolve().parent / "static" / "shop"
 
 
+RATE_LIMITED = frozenset({"/v1/score"})  # routes that run the text encoder on long texts
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    cfg = settings or get_settings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ig = State(settings or get_settings())
+        app.state.ig = State(cfg)
         gc.collect()
         gc.freeze()  # Feast's and torch's start-up objects stay out of every later GC pass
         yield
@@ -41,6 +47,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.middleware("http")(observe)
+
+    def refused(path: str) -> None:
+        state = getattr(app.state, "ig", None)
+        if state is not None:
+            state.metrics.rate_limited.labels(path).inc()
+
+    # outermost: a client over its rate is answered before anything reads its body
+    buckets = TokenBuckets(cfg.score_rate_per_s, cfg.score_burst)
+    app.add_middleware(
+        RateLimitMiddleware,
+        paths=RATE_LIMITED,
+        buckets=buckets,
+        max_delay_s=cfg.score_max_delay_s,
+        max_body_bytes=cfg.max_body_bytes,
+        on_refuse=refused,
+    )
     app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
     app.add_exception_handler(TooMuchText, too_much_text)  # type: ignore[arg-type]
     app.add_exception_handler(EncoderBusy, encoder_busy)  # type: ignore[arg-type]

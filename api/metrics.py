@@ -59,6 +59,12 @@ class ApiMetrics:
             ["reason"],
             registry=reg,
         )
+        self.rate_limited = Counter(
+            "ig_rate_limited_total",
+            "Requests refused (429) by the per-client rate limit before their body was read",
+            ["route"],
+            registry=reg,
+        )
         self.forgotten = Counter(
             "ig_users_forgotten_total", "Shoppers forgotten (DELETE /v1/users/{id})", registry=reg
         )

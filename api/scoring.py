@@ -31,15 +31,16 @@ def rank_scores(
     gnn_scores: np.ndarray,
     idx: list[int | None],
 ) -> np.ndarray:
-    """Ranker probability [N] over :func:`models.ranker_features.ranker_inputs` (user side
-    from ``ctx``, item side from ``features``: the same function training uses); the GNN score
-    alone without a ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
+    """The served order's score [N]: the ranker's blend of its trees and the GNN score
+    (:meth:`models.ranker.Ranker.order_scores`) over :func:`models.ranker_features.ranker_inputs`
+    (user side from ``ctx``, item side from ``features``: the same function training uses); the
+    GNN score alone without a ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
     ranker = bundle.ranker
     if ranker is None:
         return np.nan_to_num(gnn_scores, nan=-1e9)
     cats = [bundle.categories[i] if i is not None else None for i in idx]
     x = ranker_inputs(ranker.columns, ctx.features, features, cats, gnn_scores)  # type: ignore[attr-defined]
-    return ranker.predict_matrix(x)  # type: ignore[attr-defined,no-any-return]
+    return ranker.order_scores(x)  # type: ignore[attr-defined,no-any-return]
 
 
 def score_items(

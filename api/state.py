@@ -119,6 +119,10 @@ class State:
             bundle = Bundle.load(self.artifact_path(version))
             if not self.settings.use_ranker:  # IG_USE_RANKER: off, order by the GNN score
                 bundle = replace(bundle, ranker=None)
+            elif bundle.ranker is not None:  # IG_RANKER_WEIGHT: another blend than chosen
+                bundle = replace(
+                    bundle, ranker=bundle.ranker.with_weight(self.settings.ranker_weight)
+                )
             if bundle.text is not None and self.encoder is None:
                 from models.text import TextEncoder
 

@@ -8,6 +8,7 @@ the configured dataset in a temporary folder, and measures, in the same run:
 - the live job: events/second with one worker and with two processes, the Bytewax
   pass-through ceiling over the same source, and freshness at a fixed offered rate;
 - the scoring API against ``feast serve`` (bench/api_bench.py), API fuzzing, bandit replay.
+- whether the served list follows clicks (bench/follow_bench.py): views -> live job -> top 20;
 - the shop page in headless Chromium (bench/shop_bench.py): first shelf, click to new shelf.
 - off-policy estimates (IPW, SNIPS, DR) of Bernoulli-TS's CTR on the Open Bandit Dataset.
 - the closed feedback loop (bench/sim_bench.py): clicks, regret and new-item discovery per policy.
@@ -215,6 +216,9 @@ def main() -> int:
             results |= quality_figures(artifacts)
             results |= bandit_figures(get_settings(), artifacts)
             results |= api_figures(get_settings(), artifacts)
+            from bench.follow_bench import follow_figures  # 6 views -> the top 20 moves?
+
+            results |= follow_figures(get_settings(), artifacts)
             from bench.shop_bench import shop_figures  # the page in Chromium: about a minute
 
             results |= shop_figures(get_settings(), artifacts, Path(tmp))

@@ -128,6 +128,21 @@ class Settings(BaseSettings):
         description="Share of time each encoder slot may spend encoding (it rests the rest): "
         "the most of a core text encoding takes from the other routes.",
     )
+    score_rate_per_s: float = Field(
+        5.0,
+        gt=0,
+        description="Per-client rate limit of POST /v1/score (requests a second, per X-API-Key "
+        "or client address); over it: 429 with Retry-After before the body is read.",
+    )
+    score_burst: int = Field(
+        20, ge=1, description="Requests to /v1/score a client may send at once above its rate."
+    )
+    score_max_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="A /v1/score request over its client's rate waits this long at most for a "
+        "token (as nginx's limit_req delays excess requests) before its 429.",
+    )
     encoder_wait_s: float = Field(
         0.05, ge=0, description="How long a request waits for a free encoder before its 429."
     )
@@ -138,9 +153,16 @@ class Settings(BaseSettings):
     )
     use_ranker: bool = Field(
         True,
-        description="Order candidates by the artifact's ranker, which reads the live features "
-        "(false: by the GNN score alone; `ig evaluate` measured that list 4% higher on NDCG@20, "
-        "but it does not follow a shopper's clicks on a small model).",
+        description="Order candidates by the artifact's ranker: its trees (which read the live "
+        "features) blended with the GNN score by the weight training chose on validation "
+        "(false: by the GNN score alone).",
+    )
+    ranker_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Override the artifact's blend weight (1: the trees alone, 0: the GNN "
+        "score alone); unset: the weight training chose on validation users.",
     )
     search_personal_weight: float = Field(
         0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."

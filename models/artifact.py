@@ -39,7 +39,7 @@ TEXT_EMBEDDINGS = "catalogue_text_embeddings.npy"  # [C, 384]
 TEXT_PROJECTION = "text_projection.npy"  # [384 + 1, D]
 COLD_ITEMS = "cold_items.json"
 RANKER = "ranker.skops"  # the ranker's trees in skops' format (no code is run to load it)
-RANKER_COLUMNS = "ranker.json"  # the ranker's input columns, in order
+RANKER_COLUMNS = "ranker.json"  # the ranker's input columns, in order, and its blend
 # What a ranker file may hold beyond skops' default-trusted types: loading refuses the rest.
 RANKER_TYPES = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
 METRICS = "metrics.json"
@@ -172,7 +172,7 @@ def save_ranker(ranker: Ranker, folder: Path) -> None:
     import skops.io as sio
 
     sio.dump(ranker.model, folder / RANKER)
-    (folder / RANKER_COLUMNS).write_text(json.dumps(ranker.columns))
+    (folder / RANKER_COLUMNS).write_text(json.dumps(ranker.describe()))
 
 
 def load_ranker(folder: Path) -> Ranker:
@@ -183,7 +183,10 @@ def load_ranker(folder: Path) -> Ranker:
     unexpected = set(sio.get_untrusted_types(file=folder / RANKER)) - RANKER_TYPES
     if unexpected:
         raise ValueError(f"{RANKER} holds types this project does not load: {sorted(unexpected)}")
-    ranker = Ranker(columns=json.loads((folder / RANKER_COLUMNS).read_text()))
+    described = json.loads((folder / RANKER_COLUMNS).read_text())
+    if isinstance(described, list):  # before the blend: the columns alone, the trees alone
+        described = {"columns": described}
+    ranker = Ranker(**described)
     ranker.model = sio.load(folder / RANKER, trusted=sorted(RANKER_TYPES))
     return ranker
 

@@ -34,6 +34,7 @@ def settings(feast_project, trained):
             "api_key": SecretStr(KEY),
             "read_key": SecretStr(READ["X-API-Key"]),
             "encoder_share": 1.0,  # no rest after an encode (tests/unit/api/test_encoder.py)
+            "score_rate_per_s": 1000.0,  # the rate limit has a test (and an app) of its own
             "events_stream": "test:api:events",
             "max_body_bytes": 64_000,
             "log_impressions": False,  # test_impressions_* log to streams of their own
@@ -385,6 +386,25 @@ def test_text_encoding_per_request_is_bounded(client, settings):
     )
     metrics = client.get("/metrics").text
     assert 'ig_encoder_refused_total{reason="busy"} 1.0' in metrics
+
+
+def test_a_client_over_its_score_rate_gets_429_before_its_body_is_read(settings):
+    limited = settings.model_copy(update={"score_rate_per_s": 0.01, "score_burst": 2})
+    body = {"user_id": "17850", "items": [{"item_id": "new-1", "title": "B" * 100}]}
+    with TestClient(create_app(limited)) as c:
+        for _ in range(2):  # the burst
+            assert c.post("/v1/score", json=body).status_code == 200
+        r = c.post("/v1/score", json=body)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert "/v1/score" in r.json()["detail"]
+        # a body that is not even JSON is refused the same way: nothing parsed it
+        r = c.post("/v1/score", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 429
+        # another client (its own key) has its own bucket; other routes are not limited
+        other = c.post("/v1/score", json=body, headers=READ)
+        assert other.status_code == 200
+        assert c.get("/v1/recommend/17850", params={"k": 3}).status_code == 200
+        assert 'ig_rate_limited_total{route="/v1/score"} 2.0' in c.get("/metrics").text
 
 
 def test_an_incomplete_artifact_is_refused_and_the_serving_one_stays(settings, trained, tmp_path):

@@ -23,9 +23,9 @@ class RecordingRanker:
     def __init__(self, ranker):
         self.ranker, self.columns, self.inputs = ranker, ranker.columns, []
 
-    def predict_matrix(self, x):
+    def order_scores(self, x):
         self.inputs.append(x.copy())
-        return self.ranker.predict_matrix(x)
+        return self.ranker.order_scores(x)
 
 
 def test_one_user_gets_identical_ranker_inputs_in_training_and_serving(
