@@ -30,7 +30,7 @@ import numpy as np
 import redis
 
 from core import names as n
-from core.bus import EVENT_FIELD
+from core.bus import EVENT_FIELD, partition_of, partition_streams
 
 log = logging.getLogger(__name__)
 REQUEST_KEY = n.REQUEST_KEY  # hash: item id -> JSON {position, policy, explored, propensity}
@@ -92,8 +92,10 @@ class ImpressionLog:
         request_ttl_s: int,
         batch: int = 1000,
         interval_s: float = 0.05,
+        partitions: int = 1,
     ) -> None:
-        self._client, self._stream, self._metrics = client, stream, metrics
+        self._client, self._metrics = client, metrics
+        self._streams, self._partitions = partition_streams(stream, partitions), partitions
         self._ttl, self._batch, self._interval = request_ttl_s, batch, interval_s
         self._buffer: deque[tuple[int, dict[str, Any]]] = deque()  # (sequence number, event)
         self._added = 0
@@ -179,7 +181,8 @@ class ImpressionLog:
         pipe = self._client.pipeline(transaction=False)
         by_request: dict[str, dict[str, str]] = {}
         for event in batch:
-            pipe.xadd(self._stream, {EVENT_FIELD: json.dumps(event)})
+            stream = self._streams[partition_of(event.get(n.USER_ID), self._partitions)]
+            pipe.xadd(stream, {EVENT_FIELD: json.dumps(event)})
             shown = {k: event[k] for k in SHOWN}
             by_request.setdefault(event[n.REQUEST_ID], {})[event[n.ITEM_ID]] = json.dumps(shown)
         for request_id, items in by_request.items():

@@ -93,6 +93,7 @@ class State:
                 self.metrics,
                 settings.impression_buffer,
                 settings.request_ttl_s,
+                partitions=settings.event_partitions,
             )
             if settings.log_impressions
             else None

@@ -10,6 +10,8 @@ pass-through flow reads the same source and only acknowledges.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,8 +29,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from core import names as n
-from core.bus import STREAM_ID, entry_id, group_info, publish
-from core.redis_server import redis_client
+from core.bus import (
+    STREAM_ID,
+    by_partition,
+    entry_id,
+    group_info,
+    partition_streams,
+    publish,
+)
+from core.redis_server import free_port, redis_client
 from core.settings import Settings
 from stream.live import RedisStreamSource, live_flow
 from stream.metrics import stream_metrics
@@ -37,9 +46,16 @@ ROOT = Path(__file__).resolve().parent.parent
 MALFORMED = 5
 
 
-def _events(settings: Settings, count: int) -> list[dict[str, Any]]:
+def _events(settings: Settings, count: int, now: bool = False) -> list[dict[str, Any]]:
+    """The first ``count`` events of the dataset; ``now``: re-timed to the last second, in
+    order (the log's hour of events at the same pace would leave the item sides of a
+    partitioned bus hours apart while it is replayed at full speed: late events)."""
     frame = pd.read_parquet(settings.canonical_dir / settings.dataset / "events.parquet")
     frame = frame.iloc[:count]
+    if now:
+        start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
+        steps = pd.to_timedelta(np.arange(len(frame)) * 1_000_000 // max(len(frame), 1), "us")
+        frame = frame.assign(**{n.EVENT_TIMESTAMP: start + steps})
     frame = frame.assign(event_timestamp=frame[n.EVENT_TIMESTAMP].map(lambda t: t.isoformat()))
     return frame.to_dict("records")
 
@@ -61,19 +77,34 @@ def _fresh_stream(settings: Settings, **update: Any) -> Settings:
     )
 
 
-def _wait_done(settings: Settings, total: int, timeout: float = 600) -> float:
-    """Seconds from the first delivery until every entry (all published before the job
-    started) is delivered and acknowledged. O(1) Redis calls per poll, Redis 6.2 and 7."""
+def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
+    publish(redis_client(settings), settings.events_stream, events, settings.event_partitions)
+
+
+def _wait_done(
+    settings: Settings, total: int, timeout: float = 600, since: float | None = None
+) -> float:
+    """Seconds from the first delivery (or from ``since``, a ``time.monotonic()``) until
+    every entry of every partition published so far is delivered and acknowledged. O(1)
+    Redis calls per partition and poll, Redis 6.2 and 7."""
     client = redis_client(settings)
-    last = entry_id(client.xinfo_stream(settings.events_stream)["last-generated-id"])
+    streams = [
+        s
+        for s in partition_streams(settings.events_stream, settings.event_partitions)
+        if client.exists(s)
+    ]
+    last = {s: entry_id(client.xinfo_stream(s)["last-generated-id"]) for s in streams}
     first, deadline = None, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        group = group_info(client, settings.events_stream, settings.consumer_group)
-        at = entry_id(group["last-delivered-id"]) if group else "0-0"
-        if at != "0-0" and first is None:
-            first = time.monotonic()
-        if at == last and group["pending"] == 0:
-            return time.monotonic() - (first or time.monotonic())
+        done = 0
+        for stream in streams:
+            group = group_info(client, stream, settings.consumer_group)
+            at = entry_id(group["last-delivered-id"]) if group else "0-0"
+            if at != "0-0" and first is None:
+                first = time.monotonic()
+            done += at == last[stream] and group["pending"] == 0
+        if done == len(streams):
+            return time.monotonic() - (since or first or time.monotonic())
         time.sleep(0.01)
     raise TimeoutError(f"{settings.events_stream}: not all {total} entries acknowledged")
 
@@ -88,11 +119,11 @@ class _AckPartition(StatelessSinkPartition[dict[str, Any]]):
     def __init__(self, settings: Settings) -> None:
         self._s = settings
         self._client = redis_client(settings)
+        self._streams = partition_streams(settings.events_stream, settings.event_partitions)
 
     def write_batch(self, items: list[dict[str, Any]]) -> None:
-        self._client.xack(
-            self._s.events_stream, self._s.consumer_group, *(i[STREAM_ID] for i in items)
-        )
+        for k, ids in by_partition(i[STREAM_ID] for i in items).items():
+            self._client.xack(self._streams[k], self._s.consumer_group, *ids)
 
 
 class _AckSink(DynamicSink[dict[str, Any]]):
@@ -110,16 +141,100 @@ def passthrough_flow(settings: Settings) -> Dataflow:
     return flow
 
 
+def _ig_stream(settings: Settings, *args: str) -> subprocess.Popen:
+    """``ig stream ARGS`` on ``settings``' bus and data folder (a job without history)."""
+    env = {
+        **os.environ,
+        "IG_DATA_DIR": str(settings.data_dir),
+        "IG_REDIS_PORT": str(settings.redis_port),
+        "IG_FEAST_PROJECT": settings.feast_project,
+        "IG_EVENTS_STREAM": settings.events_stream,
+        "IG_DEAD_LETTER_STREAM": settings.dead_letter_stream,
+        "IG_EVENT_PARTITIONS": str(settings.event_partitions),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "stream", "--report-s", "3600", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _started(
+    settings: Settings, warm: list[dict[str, Any]], *jobs_args: list[str]
+) -> list[subprocess.Popen]:
+    """``ig stream`` processes (one per ``jobs_args``), started and warmed up: the ``warm``
+    events went through every partition (start-up, imports, first writes not measured)."""
+    jobs = [_ig_stream(settings, *args) for args in jobs_args]
+    _publish(settings, warm)
+    _wait_done(settings, len(warm), timeout=300)
+    return jobs
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _jobs_rate(
+    settings: Settings,
+    events: list[dict[str, Any]],
+    warm: list[dict[str, Any]],
+    *jobs_args: list[str],
+) -> tuple[float, float]:
+    """(events/s, CPU ms per 1,000 events) of warmed-up ``ig stream`` processes (one per
+    ``jobs_args``) over ``events``, timed from the start of their XADD (this process) until
+    all are acknowledged; CPU: what the job processes used meanwhile, all together."""
+    jobs = _started(settings, warm, *jobs_args)
+    try:
+        cpu = sum(_cpu_s(j.pid) for j in jobs)
+        since = time.monotonic()
+        _publish(settings, events)
+        took = _wait_done(settings, len(events), since=since)
+        cpu = sum(_cpu_s(j.pid) for j in jobs) - cpu
+    finally:
+        for job in jobs:
+            job.wait(timeout=120)
+    return round(len(events) / took, 1), round(1e6 * cpu / len(events), 1)
+
+
+def offline_files_per_view(settings: Settings) -> int:
+    """Parquet files of the view that has most (the live job's, compaction included)."""
+    return max(len(list((settings.offline_dir / v).glob("*.parquet"))) for v in n.VIEW_FEATURES)
+
+
+def _offered(settings: Settings, events: list[dict[str, Any]], rate: float) -> None:
+    """XADD ``events`` at ``rate`` events/s, in a pipeline every 5 ms (the load generator:
+    this process, not the job's)."""
+    client, started, sent = redis_client(settings), time.monotonic(), 0
+    while sent < len(events):
+        due = min(int((time.monotonic() - started) * rate) + 1, len(events))
+        if due > sent:
+            publish(client, settings.events_stream, events[sent:due], settings.event_partitions)
+            sent = due
+        time.sleep(0.005)
+
+
 def stream_figures(
-    settings: Settings, count: int = 20_000, rate: float = 200.0, seconds: float = 10.0
+    settings: Settings, count: int = 20_000, seconds: float = 10.0
 ) -> dict[str, float]:
-    events = _events(settings, count)
+    """Throughput of the live job (1 worker in process; ``ig stream -w 2``; two ``ig stream``
+    processes), the engine's ceiling, the offline files it leaves, and freshness at half of
+    the measured one-process capacity. Events are re-timed to now (see :func:`_events`)."""
+    from core.feast_store import open_store
+
+    open_store(settings).list_feature_views()  # Feast imported: the in-process runs' start-up
+    events = _events(settings, count, now=True)
+    warm = [{**e, n.USER_ID: f"warm-{i}"} for i, e in enumerate(events[:200])]
     out: dict[str, float] = {"stream_bench_events": len(events)}
 
     # 1 worker, in process: the live job; 5 malformed entries go to the dead letters.
     one = _fresh_stream(settings)
     client = redis_client(one)
-    publish(client, one.events_stream, events)
+    _publish(one, events)
     for _ in range(MALFORMED):
         client.xadd(one.events_stream, {"event": "{broken"})
     dead_before = next(iter(stream_metrics().dead_letters.collect())).samples[0].value
@@ -130,10 +245,11 @@ def stream_figures(
     out["stream_dead_letters"] = int(
         next(iter(stream_metrics().dead_letters.collect())).samples[0].value - dead_before
     )
+    out["offline_files_per_view_after_bench"] = offline_files_per_view(one)
 
     # The engine's ceiling: the same source into a flow that only acknowledges.
     bare = _fresh_stream(settings)
-    publish(redis_client(bare), bare.events_stream, events)
+    _publish(bare, events)
     job = _in_thread(lambda: run_main(passthrough_flow(bare)))
     took = _wait_done(bare, len(events))
     job.join()
@@ -142,65 +258,39 @@ def stream_figures(
         out["stream_events_per_s_1worker"] / out["bytewax_passthrough_events_per_s"], 3
     )
 
-    # Two processes on loopback (ig stream -a ... -i 0/1).
-    two = _fresh_stream(settings)
-    publish(redis_client(two), two.events_stream, events)
-    from core.redis_server import free_port
-
+    # One process as a job runs (`ig stream`), then 2 workers (-w 2), then 2 processes
+    # (-a ... -i 0/1), each on a bus of as many partitions as workers.
+    out["stream_events_per_s_1proc"], out["stream_cpu_ms_per_1k_events_1proc"] = _jobs_rate(
+        _fresh_stream(settings), events, warm, ["--idle-stop", "2"]
+    )
+    out["stream_events_per_s_2worker"], out["stream_cpu_ms_per_1k_events_2worker"] = _jobs_rate(
+        _fresh_stream(settings, event_partitions=2), events, warm, ["-w", "2", "--idle-stop", "2"]
+    )
     addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    env_keys = {
-        "IG_DATA_DIR": str(two.data_dir),
-        "IG_EVENTS_STREAM": two.events_stream,
-        "IG_DEAD_LETTER_STREAM": two.dead_letter_stream,
-    }
-    import os
+    out["stream_events_per_s_2proc"], out["stream_cpu_ms_per_1k_events_2proc"] = _jobs_rate(
+        _fresh_stream(settings, event_partitions=2),
+        events,
+        warm,
+        *(["-a", addresses, "-i", str(i), "--idle-stop", "2"] for i in (0, 1)),
+    )
+    out["stream_2proc_over_1proc"] = round(
+        out["stream_events_per_s_2proc"] / out["stream_events_per_s_1proc"], 2
+    )
 
-    jobs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli",
-                "stream",
-                "-a",
-                addresses,
-                "-i",
-                str(i),
-                "--idle-stop",
-                "2",
-                "--report-s",
-                "3600",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env_keys},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in (0, 1)
-    ]
-    took = _wait_done(two, len(events))
-    for j in jobs:
-        j.wait(timeout=120)
-    out["stream_events_per_s_2proc"] = round(len(events) / took, 1)
-
-    # Freshness at a fixed offered rate: XADD at `rate` events/s while the job runs.
+    # Freshness (XADD -> online write, per event, as the job measures it) at half of the
+    # measured one-process capacity, offered by this process to an `ig stream` process.
+    rate = round(out["stream_events_per_s_1proc"] / 2, 1)
     fresh = _fresh_stream(settings)
-    samples = stream_metrics().freshness_samples
-    samples.clear()
-    job = _in_thread(lambda: run_main(live_flow(fresh, idle_stop_s=2.0)))
-    client = redis_client(fresh)
-    offered = events[: int(rate * seconds)]
-    started = time.monotonic()
-    for i, event in enumerate(offered):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        publish(client, fresh.events_stream, [event])
+    samples = fresh.data_dir / "freshness.json"
+    job, *_ = _started(fresh, warm, ["--idle-stop", "3", "--freshness-out", str(samples)])
+    offered = _events(settings, min(count, int(rate * seconds)), now=True)
+    _offered(fresh, offered, rate)
     _wait_done(fresh, len(offered))
-    job.join()
-    ms = np.asarray(samples) * 1000
+    job.wait(timeout=120)
+    ms = np.asarray(json.loads(samples.read_text())[-len(offered) :]) * 1000  # not the warm-up
     out |= {
         "freshness_offered_events_per_s": rate,
+        "freshness_events": len(offered),
         "freshness_p50_ms": round(float(np.percentile(ms, 50)), 1),
         "freshness_p99_ms": round(float(np.percentile(ms, 99)), 1),
     }

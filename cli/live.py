@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stop after this many seconds without events (default: run forever)",
     )
+    p.add_argument(
+        "--freshness-out",
+        help="on stop, write each event's freshness (XADD to written, seconds) as JSON here "
+        "(benchmarks: the latest 100,000 events)",
+    )
     p.set_defaults(func=cmd_stream)
     p = sub.add_parser("replay", help="XADD an event log onto the event stream")
     p.add_argument("--dataset", help="canonical dataset to replay (default: IG_DATASET)")
@@ -65,6 +70,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         idle_stop_s=args.idle_stop,
         metrics_port=args.metrics_port,
         report_s=args.report_s,
+        freshness_out=Path(args.freshness_out) if args.freshness_out else None,
     )
     try:
         summary = run_live_job(get_settings(), job)
@@ -103,7 +109,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             delay = (ts - first_ts) / args.speed - (time.monotonic() - started)
             if delay > 0:
                 time.sleep(delay)
-        publish(client, s.events_stream, rows)
+        publish(client, s.events_stream, rows, s.event_partitions)
         sent += len(rows)
         if args.limit and sent >= args.limit:
             break

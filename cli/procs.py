@@ -25,6 +25,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         "IG_EVENTS_STREAM": settings.events_stream,
         "IG_DEAD_LETTER_STREAM": settings.dead_letter_stream,
         "IG_CONSUMER_GROUP": settings.consumer_group,
+        "IG_EVENT_PARTITIONS": str(settings.event_partitions),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_WAIT_POLICY": "PASSIVE",

@@ -49,7 +49,10 @@ def live_job_running(settings: Settings) -> bool:
 
     try:
         status = stream_status(
-            redis_client(settings), settings.events_stream, settings.consumer_group
+            redis_client(settings),
+            settings.events_stream,
+            settings.consumer_group,
+            settings.event_partitions,
         )
     except (redis.RedisError, OSError):  # Redis down: nothing reads the stream now
         return False

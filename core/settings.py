@@ -63,10 +63,30 @@ class Settings(BaseSettings):
         50_000, ge=1, description="Live job: history rows replayed per batch when it rebuilds."
     )
 
-    events_stream: str = Field("ig:events", description="Redis Stream the live job reads.")
+    events_stream: str = Field(
+        "ig:events",
+        description="The event bus: its first partition's Redis Stream, and the prefix of the "
+        "others (ig:events:1, ...).",
+    )
+    event_partitions: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Partitions of the event bus (Redis Streams; a user's events all go to one, "
+        "by a stable hash of the user id): the most source partitions, so workers, the live "
+        "job reads in parallel. Change it only with the producers stopped and the live job "
+        "caught up (README: Scaling out).",
+    )
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
     stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
+    offline_compact_files: int = Field(
+        16,
+        ge=2,
+        description="Live job: this many offline files of one size are merged into one file "
+        "of the next size (per view and sink partition): a long run keeps about this many "
+        "files per size level, each row rewritten once per level.",
+    )
     future_tolerance_s: int = Field(
         300,
         ge=0,

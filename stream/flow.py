@@ -5,18 +5,22 @@ The shape of the stream after each step (``Event``, ``DeadLetter``: stream.steps
     events              raw mappings (a log row or a Redis Stream entry)
     parse_event         Event | DeadLetter                        -> split_dead_letters
     key_by_user         (user_id, Event)        key_by_item         (item_id, Event)
-    user_features       (user_id, (Event, [user rows] | DeadLetter))    2 rows: behavior, interest
-    item_features       (item_id, (Event, [item rows] | DeadLetter))    1 row: item_stats
-    side_rows           (source, (source, [rows]))   one element per side of an event (no rows
-                        for a late side; no element for a replayed event)
+    user_features       (user_id, ("user", Event, [user rows] | DeadLetter))   2 rows: behavior,
+                        interest
+    item_features       (item_id, ("item", Event, [item rows] | DeadLetter))   1 row: item_stats
+    side_rows           ("<side>:<entity id>", (source, side, [rows]))   one element per side
+                        of an event (no rows for a late side; no element for a replayed event)
     side_dead_letters   DeadLetter                   a side that found the event late
-    feature_rows        sink input: keyed by the event's source id, so one sink partition sees
-                        both sides of one event and can acknowledge it once both are written
+    feature_rows        sink input: keyed by the side's entity, so one sink partition writes
+                        every row of a user (or an item), in order; the live sink
+                        acknowledges an event once both its sides are written, wherever
+                        they were (stream.live.SideMarks)
 
-``source`` is the Redis Stream entry id of a live event (the user id in backfill). Each side
-sees the events of its key in arrival order (one source partition, one sender), so backfill
-and live compute the same rows. Lateness is judged per user and per item; there is no global
-watermark, so events spread over workers and one skewed clock stalls nobody else.
+``source`` is the event's id on the bus (stream.live; the user id in backfill). Each side sees
+the events of its key in arrival order (a user's events come from one bus partition, in
+order), so backfill and live compute the same rows for users, and for items when the bus has
+one partition. Lateness is judged per user and per item; there is no global watermark, so
+events spread over workers and one skewed clock stalls nobody else.
 The same flow backfills from an event log and (with a live source) updates features live.
 """
 
@@ -59,32 +63,37 @@ def default_params(settings: Settings | None = None) -> FeatureParams:
     )
 
 
-KeyedRow = tuple[str, tuple[str, list[FeatureRow]]]  # (routing key, (source id, side rows))
-SideResult = tuple[Event, list[FeatureRow] | DeadLetter]
+USER_SIDE, ITEM_SIDE = "user", "item"
+# (routing key "<side>:<entity id>", (source id, side, side rows))
+KeyedRow = tuple[str, tuple[str, str, list[FeatureRow]]]
+SideResult = tuple[str, Event, list[FeatureRow] | DeadLetter]  # (side, event, its result)
 
 
-def _side(step: Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]):
-    """Wrap a feature step so its result travels with its event."""
+def _side(side: str, step: Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]):
+    """Wrap a feature step so its result travels with its side and event."""
 
     def mapper(state: Any, event: Event) -> tuple[Any, SideResult]:
         state, out = step(state, event)
-        return state, (event, out)
+        return state, (side, event, out)
 
     return mapper
 
 
-def side_rows(result: SideResult) -> list[KeyedRow]:
-    """One sink element per side of an event: its rows (none if the side found it late).
-    A replayed event has no element: it was written and acknowledged when first seen."""
-    event, out = result
+def side_rows(keyed: tuple[str, SideResult]) -> list[KeyedRow]:
+    """One sink element per side of an event: its rows (none if the side found it late),
+    routed by the side's entity, so one sink partition writes all rows of a user (or item),
+    in order (two writing one entity at once could let the older row win online). A
+    replayed event has no element: it was written and acknowledged when first seen."""
+    entity, (side, event, out) = keyed
     if event.replay:
         return []
     source = event.source_id or event.user_id
-    return [(source, (source, out if isinstance(out, list) else []))]
+    return [(f"{side}:{entity}", (source, side, out if isinstance(out, list) else []))]
 
 
-def side_dead_letters(result: SideResult) -> list[DeadLetter]:
-    return [result[1]] if isinstance(result[1], DeadLetter) else []
+def side_dead_letters(keyed: tuple[str, SideResult]) -> list[DeadLetter]:
+    out = keyed[1][2]
+    return [out] if isinstance(out, DeadLetter) else []
 
 
 def build_flow(
@@ -119,10 +128,12 @@ def build_flow(
     parsed = op.map("parse_event", raw, parse)
     split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
     by_user = op.key_on("key_by_user", split.trues, lambda e: e.user_id)
-    users = op.stateful_map("user_features", by_user, _side(partial(user_features, params=params)))
+    user_step = _side(USER_SIDE, partial(user_features, params=params))
+    users = op.stateful_map("user_features", by_user, user_step)
     by_item = op.key_on("key_by_item", split.trues, lambda e: e.item_id)
-    items = op.stateful_map("item_features", by_item, _side(partial(item_features, params=params)))
-    sides = op.key_rm("drop_entity_keys", op.merge("merge_sides", users, items))
+    item_step = _side(ITEM_SIDE, partial(item_features, params=params))
+    items = op.stateful_map("item_features", by_item, item_step)
+    sides = op.merge("merge_sides", users, items)
     rows = op.flat_map("side_rows", sides, side_rows)
     late = op.flat_map("side_dead_letters", sides, side_dead_letters)
     dead = op.filter(

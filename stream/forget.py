@@ -49,9 +49,17 @@ import pyarrow.parquet as pq
 import redis
 
 from core import names as n
-from core.bus import EVENT_FIELD, entry_id, group_info, iter_entries, publish
+from core.bus import (
+    EVENT_FIELD,
+    entry_id,
+    group_info,
+    iter_entries,
+    partition_of,
+    partition_streams,
+    publish,
+)
 from core.settings import Settings
-from stream.io import write_parquet_atomic
+from stream.io import offline_lock, write_parquet_atomic
 
 RAW = "raw"  # the column that keeps a rejected or dead-lettered row as it came in
 RECORDS = Path("forget") / "records.jsonl"
@@ -108,11 +116,17 @@ def forget_in_files(paths: Iterable[Path], user_id: str) -> int:
 
 
 def forget_offline(settings: Settings, user_id: str) -> int:
-    """The offline store's user views."""
-    return forget_in_files(
-        (p for view in USER_VIEWS for p in sorted((settings.offline_dir / view).glob("*.parquet"))),
-        user_id,
-    )
+    """The offline store's user views (under the offline store's lock: the live job's
+    compaction does not merge a file while its shopper's rows are removed)."""
+    with offline_lock(settings.offline_dir):
+        return forget_in_files(
+            (
+                p
+                for view in USER_VIEWS
+                for p in sorted((settings.offline_dir / view).glob("*.parquet"))
+            ),
+            user_id,
+        )
 
 
 def forget_log(settings: Settings, user_id: str) -> int:
@@ -181,14 +195,19 @@ def online_key(store: Any, user_id: str) -> bytes:
 
 
 def tell_live_job(client: redis.Redis, settings: Settings, user_id: str) -> str:
-    """Queue a ``forget`` control event for the live job, if one reads the stream."""
-    if group_info(client, settings.events_stream, settings.consumer_group) is None:
+    """Queue a ``forget`` control event for the live job, if one reads the stream (on the
+    shopper's partition of the bus, behind their other events)."""
+    stream = partition_streams(settings.events_stream, settings.event_partitions)[
+        partition_of(user_id, settings.event_partitions)
+    ]
+    if group_info(client, stream, settings.consumer_group) is None:
         return "none"
     now = datetime.now(UTC).isoformat()
     publish(
         client,
         settings.events_stream,
         [{n.USER_ID: user_id, n.EVENT_TYPE: n.FORGET, n.EVENT_TIMESTAMP: now}],
+        settings.event_partitions,
     )
     return "queued"
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import hashlib
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from core import names as n
 from core.schema import feature_row_schema
 from stream.steps import DeadLetter, FeatureRow
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".lock"  # in the offline store's folder: compaction and forget rewrite files
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -199,7 +206,115 @@ def write_partition(
     return rows
 
 
-class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[FeatureRow]]]]):
+@contextmanager
+def offline_lock(root: Path) -> Iterator[None]:
+    """Hold the offline store's lock (``root/.lock``, an exclusive ``flock``) while files are
+    replaced by others: compaction and a forget's rewrite never interleave, so a compaction
+    cannot bring back the rows a forget just removed (other processes included)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _level_files(folder: Path, prefix: str, level: int) -> list[Path]:
+    """``prefix``'s files of compaction ``level`` in ``folder`` (0: as the sink wrote them,
+    ``prefix-<digest>``; L: ``prefix-cL-<digest>``), oldest first."""
+    tag = "" if level == 0 else f"c{level}-"
+    pattern = re.compile(rf"{re.escape(prefix)}-{tag}[0-9a-f]{{16}}\.parquet")
+    found = [p for p in folder.glob(f"{prefix}-*.parquet") if pattern.fullmatch(p.name)]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _journal_path(folder: Path, prefix: str, digest: str) -> Path:
+    return folder / f".compact-{prefix}-{digest}.json"
+
+
+def finish_compactions(folder: Path, prefix: str) -> None:
+    """Complete what a compaction of ``prefix`` killed midway left: its journal names the
+    merged file and its inputs; the inputs go when the merged file is in place, else the
+    journal goes (the inputs are all still there)."""
+    for journal in folder.glob(f".compact-{prefix}-*.json"):
+        info = json.loads(journal.read_text())
+        if (folder / info["output"]).exists():
+            for name in info["inputs"]:
+                (folder / name).unlink(missing_ok=True)
+        journal.unlink()
+
+
+def compact_files(root: Path, view: str, prefix: str, files_per_level: int) -> int:
+    """Merge ``prefix``'s small Parquet files of ``view`` into fewer, larger ones, in levels:
+    every ``files_per_level`` files of one level become one file of the next (an LSM tree's
+    tiers: each row is rewritten once per level, and a view holds at most about
+    ``files_per_level`` files per level). Returns how many files were merged.
+
+    Crash-safe: the merged file is written under a temporary name, a journal names it and its
+    inputs, then it is renamed into place and the inputs deleted (:func:`finish_compactions`
+    completes a killed run). Readers see each row at least once at any moment; for a moment
+    twice, the same row, which Feast reads once (same entity, event and created time)."""
+    folder = root / view
+    merged, level = 0, 0
+    with offline_lock(root):
+        finish_compactions(folder, prefix)
+        while len(files := _level_files(folder, prefix, level)) >= files_per_level:
+            files = files[:files_per_level]
+            digest = hashlib.sha1("|".join(p.name for p in files).encode()).hexdigest()[:16]
+            output = folder / f"{prefix}-c{level + 1}-{digest}.parquet"
+            tmp = output.with_name(f".{output.name}.tmp")
+            schema = feature_row_schema(view)
+            with pq.ParquetWriter(tmp, schema) as writer:  # one input in memory at a time
+                for p in files:
+                    writer.write_table(pq.read_table(p, schema=schema))
+            journal = _journal_path(folder, prefix, digest)
+            journal.write_text(
+                json.dumps({"output": output.name, "inputs": [p.name for p in files]})
+            )
+            tmp.replace(output)
+            for p in files:
+                p.unlink()
+            journal.unlink()
+            merged += len(files)
+            if len(_level_files(folder, prefix, level)) < files_per_level:
+                level += 1
+    return merged
+
+
+class Compactor:
+    """Compacts one writer's small offline files (:func:`compact_files`) in a background
+    thread: Arrow reads, concatenates and writes outside the GIL, so the dataflow goes on.
+    ``poke`` after each write starts a round unless one is running; ``close`` waits."""
+
+    def __init__(self, root: Path, views: list[str], prefix: str, files_per_level: int) -> None:
+        self._root = root
+        self._views = views
+        self._prefix = prefix
+        self._files = files_per_level
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"compact-{prefix}")
+        self._running: Future[int] | None = None
+        for view in views:
+            if (root / view).exists():
+                finish_compactions(root / view, prefix)
+
+    def _round(self) -> int:
+        return sum(compact_files(self._root, v, self._prefix, self._files) for v in self._views)
+
+    def poke(self) -> None:
+        if self._running is not None and not self._running.done():
+            return
+        if self._running is not None and (exc := self._running.exception()) is not None:
+            log.warning("offline compaction failed (%s); the files stay as written", exc)
+        self._running = self._pool.submit(self._round)
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.result()
+        self._pool.shutdown()
+
+
+class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, str, list[FeatureRow]]]]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
         self._worker = worker
@@ -207,8 +322,8 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[Featur
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._buffered = 0
 
-    def write_batch(self, items: list[tuple[str, tuple[str, list[FeatureRow]]]]) -> None:
-        for _key, (_source, rows) in items:
+    def write_batch(self, items: list[tuple[str, tuple[str, str, list[FeatureRow]]]]) -> None:
+        for _key, (_source, _side, rows) in items:
             for view, row in rows:
                 if view != n.FORGOTTEN:  # a forget marker: nothing to store offline
                     self._buffers.setdefault(view, []).append(row)
@@ -223,7 +338,7 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, list[Featur
         self._buffered = 0
 
 
-class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, list[FeatureRow]]]]):
+class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, str, list[FeatureRow]]]]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows (all views together) and then writes each

@@ -36,6 +36,7 @@ class LiveJob:
     idle_stop_s: float | None = None
     metrics_port: int | None = None
     report_s: float = 10.0
+    freshness_out: Path | None = None  # per-event freshness written here on stop (benchmarks)
 
     @property
     def partitions(self) -> int:
@@ -97,7 +98,8 @@ def run_live_job(settings: Settings, job: LiveJob) -> str:
             flush=True,
         )
     print(
-        f"live features: {settings.events_stream} -> Feast {settings.feast_project} "
+        f"live features: {settings.events_stream} ({settings.event_partitions} partition(s)) "
+        f"-> Feast {settings.feast_project} "
         f"({job.workers} worker(s), process {job.process_id} of {max(len(job.addresses), 1)}, "
         f"recovery {'on' if recovery else 'off'})",
         flush=True,
@@ -112,4 +114,6 @@ def run_live_job(settings: Settings, job: LiveJob) -> str:
             recovery_config=recovery,
         )
     stop.set()
+    if job.freshness_out is not None:
+        job.freshness_out.write_text(json.dumps(list(stream_metrics().freshness_samples)))
     return stream_metrics().summary()

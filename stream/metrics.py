@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -23,6 +23,12 @@ class StreamMetrics:
     redis_retries: Counter
     history_replayed: Counter
     freshness_samples: deque[float]  # the latest per-event freshness values (benchmarks)
+    lags: dict[int, int] = field(default_factory=dict)  # per bus partition read here
+
+    def set_lag(self, partition: int, lag: int) -> None:
+        """Lag of one bus partition; the gauge shows the sum over the partitions read here."""
+        self.lags[partition] = lag
+        self.consumer_lag.set(sum(self.lags.values()))
 
     def summary(self) -> str:
         def val(metric: Counter | Gauge) -> float:

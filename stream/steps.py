@@ -356,8 +356,8 @@ def is_replayed(dead: DeadLetter) -> bool:
 
 # Each event has two sides, each with its own state and lateness: the user's
 # (user_features: user_behavior + user_interest rows) and the item's (item_features:
-# item_stats). A live event is acknowledged once both sides are written.
-SIDES_PER_EVENT = 2
+# item_stats). A live event is acknowledged once both sides are written
+# (stream.flow.USER_SIDE / ITEM_SIDE, stream.live.SideMarks).
 
 
 def user_features(

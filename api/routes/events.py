@@ -42,7 +42,8 @@ def events(state: StateDep, body: Annotated[EventIn | EventBatch, Body()]) -> Ev
             if event[n.CATEGORY_ID] is None and ix is not None:
                 event[n.CATEGORY_ID] = state.bundle.categories[ix]
     try:
-        ids = publish(state.redis, state.settings.events_stream, canonical)
+        s = state.settings
+        ids = publish(state.redis, s.events_stream, canonical, s.event_partitions)
     except STORE_DOWN as exc:
         raise HTTPException(503, f"event stream unavailable, nothing written: {exc}") from exc
     state.metrics.events_accepted.inc(len(ids))

@@ -46,7 +46,7 @@ def stream(state: StateDep) -> StreamStatus:
     features can be (``behind_s``) and when the job last read."""
     s = state.settings
     try:
-        status = stream_status(state.redis, s.events_stream, s.consumer_group)
+        status = stream_status(state.redis, s.events_stream, s.consumer_group, s.event_partitions)
     except STORE_DOWN as exc:
         state.store_lost(exc)
         raise HTTPException(503, "event stream unavailable; retry shortly") from exc

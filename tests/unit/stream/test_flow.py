@@ -32,9 +32,11 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
     assert isinstance(dead[0], DeadLetter) and dead[0].raw == {"user_id": "u1"}
     by_view = {}
     assert len(rows) == 2 * 3  # two sides (user, item) per valid event
-    for key, (source, side) in rows:
-        for view, row in side:
-            assert key == source == row.get(n.USER_ID, key)  # backfill: keyed by the user id
+    for key, (source, side, side_rows) in rows:
+        for view, row in side_rows:
+            assert source == row.get(n.USER_ID, source)  # backfill: the source is the user id
+            entity = row[n.USER_ID] if side == "user" else row[n.ITEM_ID]
+            assert key == f"{side}:{entity}"  # routed by the side's entity
             by_view.setdefault(view, []).append(row)
     assert [r[n.RECENT_ITEMS] for r in by_view[n.USER_INTEREST] if r[n.USER_ID] == "u1"] == [
         ["i1"],
@@ -81,7 +83,7 @@ def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
     assert [d.raw[n.ITEM_ID] for d in dead] == ["i3"]
     assert dead[0].reason.startswith("late event: 990 s behind the user's")
     totals = [
-        r[n.EVENTS_TOTAL] for _, (_, side) in rows for view, r in side if view == n.USER_BEHAVIOR
+        r[n.EVENTS_TOTAL] for _, (_, _, side) in rows for view, r in side if view == n.USER_BEHAVIOR
     ]
     assert totals == [1, 2]  # the 10 s-late event is counted, the 990 s-late one is not
 
@@ -101,9 +103,11 @@ def test_a_future_clock_of_one_user_dead_letters_nobody_else():
     assert [(d.raw[n.USER_ID], d.reason.split(" behind ")[1][:10]) for d in dead] == [
         ("skewed", "the user's")
     ]
-    users = {r[n.USER_ID] for _, (_, side) in rows for view, r in side if view == n.USER_BEHAVIOR}
+    users = {
+        r[n.USER_ID] for _, (_, _, side) in rows for view, r in side if view == n.USER_BEHAVIOR
+    }
     assert users == {"skewed", *(f"u{k}" for k in range(50))}
-    item_rows = [r for _, (_, side) in rows for view, r in side if view == n.ITEM_STATS]
+    item_rows = [r for _, (_, _, side) in rows for view, r in side if view == n.ITEM_STATS]
     assert len(item_rows) == 202  # every event counted for its item, i9 included
 
 
@@ -122,7 +126,7 @@ def test_replayed_history_rebuilds_state_without_sink_elements_or_dead_letters()
     )
     assert dead == []
     assert len(rows) == 2  # the live event's two sides only
-    behavior = next(r for _, (_, side) in rows for v, r in side if v == n.USER_BEHAVIOR)
+    behavior = next(r for _, (_, _, side) in rows for v, r in side if v == n.USER_BEHAVIOR)
     assert behavior[n.EVENTS_TOTAL] == 2  # continued from the replayed history
 
 
@@ -137,7 +141,7 @@ def test_a_forget_event_drops_the_shoppers_state_and_their_next_event_starts_ane
     rows, dead = [], []
     run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), PARAMS))
     assert dead == []
-    sides = [side for _, (_, side) in rows]
+    sides = [side for _, (_, _, side) in rows]
     assert [(n.FORGOTTEN, {n.USER_ID: "u1"})] in sides  # the marker the live sink consumes
     interest = [r for side in sides for v, r in side if v == n.USER_INTEREST]
     behavior = [r for side in sides for v, r in side if v == n.USER_BEHAVIOR]

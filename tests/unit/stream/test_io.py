@@ -1,0 +1,68 @@
+"""Offline compaction of the live job's small Parquet files (stream.io)."""
+
+import json
+
+import pyarrow.dataset as ds
+
+from core import names as n
+from stream.io import compact_files, finish_compactions, write_partition
+
+PREFIX = "part-live-0"
+
+
+def write_batches(root, count, rows_each=3):
+    """``count`` files of ``rows_each`` item_stats rows, as the live sink writes them."""
+    for b in range(count):
+        rows = [
+            {
+                n.ITEM_ID: f"i{b}-{r}",
+                n.EVENT_TIMESTAMP: 1_000_000 * (b * rows_each + r),
+                n.CREATED_TIMESTAMP: 1_000_000 * (b * rows_each + r) - 1,
+                n.COUNT_BUCKETS: "",
+                n.EVENTS_TOTAL: r + 1,
+            }
+            for r in range(rows_each)
+        ]
+        write_partition(root, n.ITEM_STATS, rows, PREFIX)
+
+
+def ids(folder):
+    return sorted(ds.dataset(folder, format="parquet").to_table()[n.ITEM_ID].to_pylist())
+
+
+def test_compact_files_merges_levels_and_keeps_every_row(tmp_path):
+    write_batches(tmp_path, 4 * 4 + 3)
+    folder = tmp_path / n.ITEM_STATS
+    before = ids(folder)
+    assert compact_files(tmp_path, n.ITEM_STATS, PREFIX, files_per_level=4) == 16 + 4
+    names = sorted(p.name for p in folder.glob("*.parquet"))
+    levels = [p.split("-")[3] if "-c" in p else "0" for p in names]
+    assert sorted(levels) == ["0", "0", "0", "c2"]  # 19 = 1 * 16 + 0 * 4 + 3
+    assert ids(folder) == before
+    assert not list(folder.glob(".*"))  # no temporary file or journal left
+
+
+def test_compact_files_leaves_other_writers_files_alone(tmp_path):
+    write_batches(tmp_path, 5)
+    other = tmp_path / n.ITEM_STATS / "part-w0-0123456789abcdef.parquet"
+    other.write_bytes(next((tmp_path / n.ITEM_STATS).glob("*.parquet")).read_bytes())
+    assert compact_files(tmp_path, n.ITEM_STATS, PREFIX, files_per_level=4) == 4
+    assert other.exists()
+
+
+def test_finish_compactions_completes_a_killed_merge_or_drops_its_journal(tmp_path):
+    write_batches(tmp_path, 3)
+    folder = tmp_path / n.ITEM_STATS
+    inputs = sorted(p.name for p in folder.glob("*.parquet"))
+    # killed after the journal, before the rename: every input stays, the journal goes
+    journal = folder / f".compact-{PREFIX}-0000000000000000.json"
+    journal.write_text(json.dumps({"output": f"{PREFIX}-c1-x.parquet", "inputs": inputs}))
+    finish_compactions(folder, PREFIX)
+    assert sorted(p.name for p in folder.glob("*.parquet")) == inputs and not journal.exists()
+    # killed after the rename: the merged file holds the inputs' rows, which then go
+    (folder / f"{PREFIX}-c1-x.parquet").write_bytes((folder / inputs[0]).read_bytes())
+    journal.write_text(json.dumps({"output": f"{PREFIX}-c1-x.parquet", "inputs": inputs[:1]}))
+    finish_compactions(folder, PREFIX)
+    assert sorted(p.name for p in folder.glob("*.parquet")) == sorted(
+        [f"{PREFIX}-c1-x.parquet", *inputs[1:]]
+    )
