@@ -93,13 +93,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out = train(s, cfg, gcn)
+    served = None
+    if not args.evaluation_only:  # the served model trains beside the evaluation
+        from models.serve_all import ServedTraining
+
+        served = ServedTraining(s, cfg, gcn)
+    out = train(s, cfg, gcn, after_fit=served.start if served else None)
     if not args.no_evaluate:
         _evaluate(s, out, both=False)  # the default order only: `ig evaluate` replays both
-    if not args.evaluation_only:
+    if served is not None:
         from models.serve_all import train_served
 
-        train_served(s, cfg, gcn, out)  # artifacts/latest: every user and item
+        train_served(s, cfg, gcn, out, weights=served.result())  # latest: everyone
     return 0
 
 

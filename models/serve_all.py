@@ -5,13 +5,16 @@ for their test and the cold items held out for theirs, so that its numbers are h
 API serves should know everyone: this module retrains LightGCN on every event for the number
 of epochs the evaluated run chose (early stopping on validation, then refit), places every
 titled item by text too, and keeps the evaluated run's ranker and metrics (its manifest names
-the evaluated artifact they come from).
+the evaluated artifact they come from). ``ig train`` starts that training in a process of its
+own as soon as the epoch count is known (:class:`ServedTraining`), beside the evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,15 +41,21 @@ def train_served(
     gcn_cfg: LightGCNConfig,
     evaluated: Path,
     out_root: Path | None = None,
+    weights: Path | None = None,
 ) -> Path:
-    """Train on every event of ``cfg.dataset`` with the evaluated run's epoch count; save it
-    (``latest`` points at it) with the evaluated run's ranker and metrics."""
+    """Train on every event of ``cfg.dataset`` with the evaluated run's epoch count (or take
+    the ``weights`` :class:`ServedTraining` trained so); save it (``latest`` points at it) with
+    the evaluated run's ranker and metrics."""
     torch.manual_seed(cfg.seed)
     metrics = json.loads((evaluated / artifact.METRICS).read_text())
     epochs = metrics["best_epochs"]["lightgcn"]
     data = all_data(settings, cfg)
     model = InterestGCN(len(data.users), len(data.items), 0, gcn_cfg)
-    model.fit(data.r_hist, data.adj_hist, epochs=epochs, desc="lightgcn (every event)")
+    if weights is None:
+        model.fit(data.r_hist, data.adj_hist, epochs=epochs, desc="lightgcn (every event)")
+    else:
+        model.model.load_state_dict(torch.load(weights))
+        weights.unlink()
     with torch.no_grad():
         user_emb, item_emb = model.embeddings(data.adj_hist)
     fitted = Fitted(model, model, model, {}, {}, user_emb, item_emb)
@@ -63,6 +72,55 @@ def train_served(
     out = artifact.save(bundle, out_root or settings.artifacts_dir)
     print(f"served artifact (every user and item, {epochs} epochs): {out}")
     return out
+
+
+class ServedTraining:
+    """The served model's LightGCN, trained on every event in a process of its own as soon as
+    the evaluated run knows its epoch count (:meth:`start`, ``ig train`` passes it to
+    models.train.train as ``after_fit``). It so overlaps the evaluated run's mostly
+    single-threaded rest (ranker rows from Feast, the replay of the served list) on the other
+    core; :meth:`result` waits for its weights."""
+
+    def __init__(self, settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig) -> None:
+        self.settings, self.cfg, self.gcn_cfg = settings, cfg, gcn_cfg
+        self.path = settings.data_dir / "training" / f"served-{os.getpid()}.pt"
+        self.proc: Any = None
+
+    def start(self, epochs: int) -> None:
+        import multiprocessing
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        args = (self.settings, self.cfg, self.gcn_cfg, epochs, self.path)
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: torch and fork mix badly
+        self.proc = ctx.Process(target=fit_served_weights, args=args, daemon=True)
+        self.proc.start()
+
+    def result(self) -> Path | None:
+        """The trained weights' file; None if it was never started (train in process then)."""
+        if self.proc is None:
+            return None
+        self.proc.join()
+        if self.proc.exitcode != 0 or not self.path.exists():
+            raise RuntimeError(
+                f"training the served model failed (exit code {self.proc.exitcode}); the "
+                "evaluated artifact is saved: run `ig train` again"
+            )
+        return self.path
+
+
+def fit_served_weights(
+    settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig, epochs: int, out: Path
+) -> None:
+    """:class:`ServedTraining`'s process: LightGCN on every event for ``epochs`` on one thread
+    (the parent keeps the other core), its weights saved to ``out`` (written aside, renamed)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg.seed)
+    data = all_data(settings, cfg)
+    model = InterestGCN(len(data.users), len(data.items), 0, gcn_cfg)
+    model.fit(data.r_hist, data.adj_hist, epochs=epochs, desc="lightgcn (every event)")
+    tmp = out.with_suffix(".tmp")
+    torch.save(model.model.state_dict(), tmp)
+    os.replace(tmp, out)
 
 
 def all_data(settings: Settings, cfg: TrainConfig) -> TrainData:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,15 +107,27 @@ class Fitted:
 
 
 def train(
-    settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig, out_root: Path | None = None
+    settings: Settings,
+    cfg: TrainConfig,
+    gcn_cfg: LightGCNConfig,
+    out_root: Path | None = None,
+    after_fit: Callable[[int], None] | None = None,
 ) -> Path:
     """data -> fit -> evaluate -> save: the evaluated artifact's folder (trained on the split's
-    train+val; models.serve_all trains the served one on everything after ``ig evaluate``)."""
+    train+val; models.serve_all trains the served one on everything). ``after_fit`` is called
+    with LightGCN's chosen epoch count as soon as it is known (ig train starts the served
+    model's training there, models.serve_all.ServedTraining)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = prepare_data(settings, cfg, rng)
     fitted = fit_models(data, cfg, gcn_cfg)
+    best_epochs = {
+        name: int(np.argmax(hist["val_ndcg@20"])) + 1
+        for name, hist in (("lightgcn", fitted.gcn_hist), ("bpr_mf", fitted.mf_hist))
+    }
+    if after_fit is not None:
+        after_fit(best_epochs["lightgcn"])
     metrics = evaluate_models(data, fitted, cfg.dataset)
     catalogue = build_catalogue(data.items_table, data.history, data.items)
     text = text_cold_start(data, catalogue, fitted.user_emb, fitted.item_emb, rng)
@@ -123,10 +136,7 @@ def train(
         metrics["ranker"] = fit_ranker(settings, cfg, data, fitted)
     metrics["epoch_seconds"] = round(float(np.mean(fitted.gcn_hist["epoch_seconds"])), 3)
     metrics["epochs"] = len(fitted.gcn_hist["loss"])
-    metrics["best_epochs"] = {
-        name: int(np.argmax(hist["val_ndcg@20"])) + 1
-        for name, hist in (("lightgcn", fitted.gcn_hist), ("bpr_mf", fitted.mf_hist))
-    }
+    metrics["best_epochs"] = best_epochs
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     bundle = package(settings, cfg, gcn_cfg, data, fitted, metrics, catalogue, text)

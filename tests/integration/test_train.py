@@ -78,7 +78,7 @@ def test_served_list_beats_popularity_on_the_slices_held_out_users(feast_project
 
 def test_served_artifact_knows_every_user_and_item(feast_project, trained, tmp_path):
     from models.lightgcn import LightGCNConfig
-    from models.serve_all import train_served
+    from models.serve_all import ServedTraining, train_served
     from models.train import TrainConfig
 
     settings = feast_project.settings
@@ -88,7 +88,13 @@ def test_served_artifact_knows_every_user_and_item(feast_project, trained, tmp_p
     gcn = LightGCNConfig(embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096, lr=2e-2)
     evaluated_copy = tmp_path / trained.name  # served beside its evaluated artifact, as in
     shutil.copytree(trained, evaluated_copy)  # IG_ARTIFACTS_DIR (the fixture's stays latest)
-    out = train_served(settings, cfg, gcn, evaluated_copy, out_root=tmp_path)
+    # as ig train does: the served model's LightGCN in a process of its own, started once the
+    # evaluated run knows its epoch count
+    served = ServedTraining(settings, cfg, gcn)
+    served.start(json.loads((trained / "metrics.json").read_text())["best_epochs"]["lightgcn"])
+    weights = served.result()
+    out = train_served(settings, cfg, gcn, evaluated_copy, out_root=tmp_path, weights=weights)
+    assert not weights.exists()  # taken into the artifact
     events = pd.read_parquet(settings.canonical_dir / "online-retail" / "events.parquet")
     assert set(json.loads((out / "users.json").read_text())) == set(events[n.USER_ID])
     assert set(json.loads((out / "items.json").read_text())) == set(events[n.ITEM_ID])
