@@ -545,18 +545,40 @@ def _online_feedback(settings: Settings, clicked: list[str]) -> dict[str, Any]:
 
 def check_inputs(settings: Settings, artifacts: Path | None = None) -> Path:
     """The artifacts folder to serve (default: settings'); :class:`SimulationError` without a
-    trained model there or without a backfill."""
+    trained model there or without a backfill.
+
+    The simulated shoppers make the test period's purchases, so the model served is the
+    evaluated artifact (trained without that period, with its cold items held out): where
+    ``latest`` is the served artifact (trained on every event), a folder of the data dir
+    (``simulate/artifacts``) whose ``latest`` points at the evaluated one it names."""
+    from models.artifact import EVALUATION
+
     artifacts = artifacts or settings.artifacts_dir
-    if not (artifacts / "latest" / "catalogue.parquet").exists():
-        raise SimulationError(
-            f"no trained model under {artifacts / 'latest'}: run `make train` (or `make demo`)"
-        )
+    latest = artifacts / "latest"
+    if not (latest / "catalogue.parquet").exists():
+        raise SimulationError(f"no trained model under {latest}: run `make train` (or `make demo`)")
     if not (settings.offline_dir / n.BACKFILL_MANIFEST).exists():
         raise SimulationError(
             f"no backfill in {settings.offline_dir} (no {n.BACKFILL_MANIFEST}): run "
             "`make import backfill` (or `make demo`)"
         )
-    return artifacts
+    manifest = latest / "manifest.json"
+    evaluated = json.loads(manifest.read_text()).get(EVALUATION) if manifest.exists() else None
+    if not evaluated:
+        return artifacts
+    target = latest.resolve().parent / evaluated
+    if not (target / "catalogue.parquet").exists():
+        raise SimulationError(
+            f"{latest} was trained on every event and its evaluated artifact {target} is "
+            "missing: run `make train`"
+        )
+    folder = settings.data_dir / "simulate" / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "latest.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    os.replace(link, folder / "latest")
+    return folder
 
 
 def run_simulation(
