@@ -73,6 +73,7 @@ def follow_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
             after = client.get(f"/v1/recommend/{user}", params=params).json()
             after_shares.append(_share(after, target))
             moved += after_shares[-1] > before_share
+    _drop_streams(s)  # bench data: the forget figure scans this Redis for a shopper later
     return {
         "live_follow_shoppers": len(plan),
         "live_follow_share_before": round(sum(b for _, b in plan.values()) / len(plan), 3),
@@ -80,3 +81,14 @@ def follow_figures(settings: Settings, artifacts: Path) -> dict[str, object]:
         "live_follow_moved": moved,
         "live_follow_ranker_weight": weight,
     }
+
+
+def _drop_streams(settings: Settings) -> None:
+    """The figure's own event and dead-letter streams, and the live job's marks of them."""
+    from core.bus import partition_streams
+    from core.redis_server import redis_client
+    from stream.live import sides_key
+
+    streams = partition_streams(settings.events_stream, settings.event_partitions)
+    client = redis_client(settings)
+    client.delete(*streams, settings.dead_letter_stream, *(sides_key(x) for x in streams))
