@@ -5,6 +5,7 @@ what a scan of Redis, the data folder and the artifact copy still finds of them 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,22 @@ def forget_figures(
         user,
         also=[("artifacts", lambda: forget_in_artifacts(copy, user))],
     )
+    live_pass = 0.0
+    if record.live_job == "queued":
+        # a live job's group reads this stream (the shop and simulation figures ran one): one
+        # pass of the job drops its state and deletes the control entry, as in production
+        from bytewax.testing import run_main
+
+        from stream.live import live_flow
+
+        started = time.monotonic()
+        run_main(live_flow(settings, idle_stop_s=1.0))
+        live_pass = time.monotonic() - started
     left = leftovers(settings, client, user, copy)
     return {
         "forget_seconds": record.seconds,
+        "forget_live_job": record.live_job,
+        "forget_live_pass_seconds": round(live_pass, 1),
         "forget_hits_before": before,
         "forget_leftover_hits": sum(left.values()),
         "forget_leftover_places": sorted(left)[:10],
