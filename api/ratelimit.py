@@ -81,11 +81,9 @@ class RateLimitMiddleware:
         on_refuse: Any = None,
     ) -> None:
         self.app, self.paths, self.buckets = app, paths, buckets
-        self.max_delay_s, self.max_waiting, self.max_body_bytes = (
-            max_delay_s,
-            max_waiting,
-            max_body_bytes,
-        )
+        self.max_delay_s = max_delay_s
+        self.max_waiting = max_waiting
+        self.max_body_bytes = max_body_bytes
         self.on_refuse = on_refuse  # called with the path of each refused request (metrics)
         self.waiting = 0
 

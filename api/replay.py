@@ -133,7 +133,7 @@ def evaluate_served(
     replay)."""
     from models.train import TrainConfig, inductive_truth, prepare_data
 
-    evaluated = evaluated_path(path)
+    evaluated = artifact.evaluated_path(path)
     bundle = Bundle.load(evaluated)
     manifest = json.loads((evaluated / artifact.MANIFEST).read_text())
     cfg = TrainConfig(**manifest["hyper_parameters"]["train"])
@@ -170,10 +170,3 @@ def evaluate_served(
         metrics["served_as_of"] = str(as_of)
         (target / artifact.METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics
-
-
-def evaluated_path(path: Path) -> Path:
-    """The artifact whose figures ``path`` reports: itself, or the evaluated one it names."""
-    manifest = json.loads((path / artifact.MANIFEST).read_text())
-    name = manifest.get(artifact.EVALUATION)
-    return path.resolve().parent / name if name else path

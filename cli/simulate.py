@@ -551,7 +551,7 @@ def check_inputs(settings: Settings, artifacts: Path | None = None) -> Path:
     evaluated artifact (trained without that period, with its cold items held out): where
     ``latest`` is the served artifact (trained on every event), a folder of the data dir
     (``simulate/artifacts``) whose ``latest`` points at the evaluated one it names."""
-    from models.artifact import EVALUATION
+    from models.artifact import evaluated_path
 
     artifacts = artifacts or settings.artifacts_dir
     latest = artifacts / "latest"
@@ -562,11 +562,9 @@ def check_inputs(settings: Settings, artifacts: Path | None = None) -> Path:
             f"no backfill in {settings.offline_dir} (no {n.BACKFILL_MANIFEST}): run "
             "`make import backfill` (or `make demo`)"
         )
-    manifest = latest / "manifest.json"
-    evaluated = json.loads(manifest.read_text()).get(EVALUATION) if manifest.exists() else None
-    if not evaluated:
+    target = evaluated_path(latest)
+    if target == latest:
         return artifacts
-    target = latest.resolve().parent / evaluated
     if not (target / "catalogue.parquet").exists():
         raise SimulationError(
             f"{latest} was trained on every event and its evaluated artifact {target} is "

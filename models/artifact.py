@@ -248,3 +248,11 @@ def _replacing(path: Path) -> Iterator[BinaryIO]:
 
 def new_version(dataset: str) -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{dataset}"
+
+
+def evaluated_path(path: Path) -> Path:
+    """The artifact whose figures ``path`` reports: itself, or the evaluated one its manifest
+    names (a served artifact, trained on every event, is measured by the evaluated one)."""
+    manifest = path / MANIFEST
+    name = json.loads(manifest.read_text()).get(EVALUATION) if manifest.exists() else None
+    return path.resolve().parent / name if name else path
