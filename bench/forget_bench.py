@@ -36,10 +36,13 @@ def forget_figures(
     # the live-job figures' own small projects (bench/stream_bench.py) sit inside this data
     # folder: other projects, done with, that this project's forget does not cover
     shutil.rmtree(settings.data_dir / "stream-bench", ignore_errors=True)
-    copy = workdir / "forget-artifacts"  # never the user's own artifacts
-    served = (artifacts / "latest").resolve()
-    shutil.copytree(served, copy / served.name)
-    (copy / "latest").symlink_to(served.name)
+    if artifacts.resolve().is_relative_to(settings.data_dir.resolve()):
+        copy = artifacts  # the bench's own quick model (bench.run.serving_artifacts)
+    else:
+        copy = workdir / "forget-artifacts"  # never the user's own artifacts
+        served = (artifacts / "latest").resolve()
+        shutil.copytree(served, copy / served.name)
+        (copy / "latest").symlink_to(served.name)
     user = busiest_shopper(settings)
     client = redis.client(timeout=60)
     before = sum(leftovers(settings, client, user, copy).values())

@@ -4,7 +4,8 @@
 Where a shopper lives, and what forgetting does there:
 
 - **online store** (Feast on Redis): the user entity's hash, which holds every user view, is
-  deleted (its key is the one Feast's Redis store computes);
+  deleted (its key is the one Feast's Redis store computes), in this project and in every other
+  Feast project kept in the same Redis (a key is the entity key then the project's name);
 - **offline store**: every Parquet partition of a user view that holds them is rewritten
   without their rows (a temporary file renamed over the old one: readers see the old file or
   the new, never half of one; nobody else's rows change). Item views hold no shopper;
@@ -194,6 +195,16 @@ def online_key(store: Any, user_id: str) -> bytes:
     return _redis_key(store.project, key, store.config.entity_key_serialization_version)
 
 
+def online_keys(client: redis.Redis, store: Any, user_id: str) -> list[bytes]:
+    """The user's key in this Feast project and in every other one in the same Redis: Feast's
+    key is the serialised entity key followed by the project's name, so they share its prefix."""
+    own = online_key(store, user_id)
+    prefix = own[: -len(store.project.encode())]
+    pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"*"
+    found = {k for k in client.scan_iter(match=pattern, count=1000) if k.startswith(prefix)}
+    return sorted(found | {own})
+
+
 def tell_live_job(client: redis.Redis, settings: Settings, user_id: str) -> str:
     """Queue a ``forget`` control event for the live job, if one reads the stream (on the
     shopper's partition of the bus, behind their other events)."""
@@ -223,7 +234,7 @@ def forget_user(
     (name, step returning a count); write and return the record."""
     started = time.monotonic()
     removed: dict[str, int] = {}
-    removed["online_keys"] = int(client.delete(online_key(store, user_id)))
+    removed["online_keys"] = int(client.delete(*online_keys(client, store, user_id)))
     removed["stream_entries"], removed["answers"] = forget_streams(client, settings, user_id)
     removed["offline_rows"] = forget_offline(settings, user_id)
     removed["log_rows"] = forget_log(settings, user_id)
@@ -258,16 +269,19 @@ def _bytes_hit(blob: bytes, user_id: str) -> bool:
     return re.search(_token_pattern(user_id).encode(), blob) is not None
 
 
-def redis_leftovers(client: redis.Redis, user_id: str) -> int:
-    """Keys whose name holds ``user_id``, and values / stream entries where it is a token."""
-    hits = 0
+def redis_leftovers(client: redis.Redis, user_id: str) -> dict[str, int]:
+    """Hits per Redis key: a key whose name holds ``user_id`` (1), or its values / stream
+    entries where it is a token."""
+    hits: dict[str, int] = {}
     # Feast's entity keys hold a value as its 4-byte length then its bytes, then the project
     framed = struct.pack("<I", len(user_id.encode())) + user_id.encode()
     for key in client.scan_iter(count=1000):
         if framed in key or _bytes_hit(key, user_id):
-            hits += 1
-            continue
-        hits += sum(_bytes_hit(b, user_id) for b in _values(client, key))
+            found = 1
+        else:
+            found = sum(_bytes_hit(b, user_id) for b in _values(client, key))
+        if found:
+            hits[key.decode(errors="backslashreplace")] = found
     return hits
 
 
@@ -325,9 +339,10 @@ def file_leftovers(roots: Iterable[Path], user_id: str) -> dict[str, int]:
 def leftovers(
     settings: Settings, client: redis.Redis, user_id: str, artifacts_dir: Path | None = None
 ) -> dict[str, int]:
-    """Where ``user_id`` is still found: Redis (every key and stream) and the files of the data
-    folder and the artifacts. Empty after a forget (the forget records hold no ids)."""
+    """Where ``user_id`` is still found, as hits per place: each Redis key (``redis:<key>``, every
+    key and stream) and each file of the data folder and the artifacts. Empty after a forget
+    (the forget records hold no ids)."""
     found = file_leftovers([settings.data_dir, artifacts_dir or settings.artifacts_dir], user_id)
-    if hits := redis_leftovers(client, user_id):
-        found["redis"] = hits
+    for key, hits in redis_leftovers(client, user_id).items():
+        found[f"redis:{key}"] = hits
     return found

@@ -20,7 +20,7 @@ from core import names as n
 from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from models.artifact import USERS
-from stream.forget import leftovers
+from stream.forget import leftovers, online_key
 from stream.live import live_flow
 
 pytestmark = pytest.mark.integration
@@ -118,9 +118,14 @@ def test_forget_removes_a_shopper_everywhere_and_nobody_else(project):
         run_main(live_flow(settings, idle_stop_s=1.0))
         assert api.get(f"/v1/users/{user}/profile", headers=read).json()["known"]
         before = leftovers(settings, client, user)
-        places = {"redis"} | {p.split("/")[-2] for p in before if p != "redis"}
+        places = {"redis" if p.startswith("redis:") else p.split("/")[-2] for p in before}
         assert {"redis", n.USER_BEHAVIOR, n.USER_INTEREST, "online-retail"} <= places, before
         assert any(p.endswith(USERS) for p in before), before  # the artifacts, too
+        # the same shopper in another Feast project kept in this Redis (Feast's key: the
+        # entity key, then the project's name): forgotten there too
+        own = online_key(open_store(settings), user)
+        elsewhere = own[: -len(settings.feast_project)] + b"another_project"
+        assert client.copy(own, elsewhere)
         others_online = online_rows(settings, others)
         others_offline = offline_rows_of_others(settings, user)
 
@@ -130,7 +135,7 @@ def test_forget_removes_a_shopper_everywhere_and_nobody_else(project):
         assert r.status_code == 200, r.text
         record = r.json()
         removed = record["removed"]
-        assert removed["online_keys"] == 1 and removed["artifacts"] == 1
+        assert removed["online_keys"] == 2 and removed["artifacts"] == 1
         assert removed["stream_entries"] >= 5 + 2 and removed["answers"] == 1
         assert removed["offline_rows"] > 0 and removed["log_rows"] > 0
         assert record["live_job"] == "queued"
