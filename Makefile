@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install redis-up redis-down import backfill apply materialize summary train serve stream replay demo api-demo \
+.PHONY: help install redis-up redis-down import backfill apply materialize summary train evaluate-all serve stream replay demo api-demo \
         shop simulate test test-unit test-integration test-fallback bench lint format clean
 
 help: ## list every target
@@ -46,6 +46,9 @@ materialize: install redis-up ## load the latest offline features into Redis (Fe
 
 train: install ## train LightGCN + baselines + text cold start + ranker -> artifacts/latest
 	$(IG) train $(TRAIN_ARGS)
+
+evaluate-all: install ## every model alone and the served list on 4 splits (Online Retail, MovieLens; time cut, leave-last-out), one table
+	$(IG) evaluate --all-splits
 
 stream: install redis-up ## run the live feature job (Redis Stream -> Feast online + Parquet)
 	$(IG) stream --recovery-dir data/recovery --metrics-port $${IG_STREAM_METRICS_PORT:-9108} $(STREAM_ARGS)

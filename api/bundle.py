@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from core import names as n
 from models import artifact
 from models.ranker_features import ItemSpace
+from models.sequence import SequenceScorer
 from models.text import TextProjection
 
 GRAPH, TEXT, NONE = "graph", "text", "none"
@@ -88,8 +89,27 @@ class Bundle:
         users = {u: i for i, u in enumerate(art.users) if u != artifact.FORGOTTEN_USER}
         popularity = cat[artifact.POPULARITY].to_numpy(np.float32)
         seen = art.seen if art.seen is not None else sp.csr_matrix((len(users), len(cat)))
+        gf = art.graph_filter
+        if gf is not None and gf.shape != (len(cat), len(cat)):
+            raise ValueError(f"graph filter {gf.shape} for a catalogue of {len(cat)} items")
+        sequence = None
+        if art.sequence_weights is not None and art.sequence_items is not None:
+            if len(art.sequence_items) != len(cat):
+                raise ValueError(
+                    f"sequence items {art.sequence_items.shape} for a catalogue of {len(cat)}"
+                )
+            config = art.manifest["hyper_parameters"]["sequence"]
+            sequence = SequenceScorer.load(art.sequence_weights, art.sequence_items, config)
         space = ItemSpace(
-            users, art.user_embeddings, index, vectors, popularity, placed != NONE, seen
+            users,
+            art.user_embeddings,
+            index,
+            vectors,
+            popularity,
+            placed != NONE,
+            seen,
+            gf,
+            sequence,
         )
         return cls(
             version=art.manifest["version"],
@@ -126,6 +146,11 @@ class Bundle:
     def gnn_scores(self, vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
         """[N]: ``vec`` · each candidate's vector; NaN where either is unknown."""
         return self.space.gnn_scores(vec, idx)
+
+    def filter_scores(self, user_id: str, recent: list[str]) -> np.ndarray | None:
+        """[C]: the graph filter over the user's bought items and ``recent`` ones
+        (:meth:`models.ranker_features.ItemSpace.filter_scores`); None without a filter."""
+        return self.space.filter_scores(user_id, recent)
 
     def forget(self, user_id: str) -> None:
         """Serve ``user_id`` as a stranger from now on (their row of the served arrays is
@@ -169,6 +194,23 @@ class Bundle:
             text = encoder.encode([t for _, t in new])
             vectors[[j for j, _ in new]] = TextProjection(self.projection)(text)
         return vectors, placed
+
+    def sequence_scores(self, recent: list[str]) -> np.ndarray | None:
+        """[C]: the sequential transformer's next-item scores after ``recent`` (newest first;
+        :meth:`models.ranker_features.ItemSpace.sequence_scores`); None without a model."""
+        return self.space.sequence_scores(recent)
+
+    def retrieve_filtered(self, scores: np.ndarray, count: int) -> np.ndarray:
+        """Top ``count`` available items by the graph filter's ``scores`` [C] (only items it
+        relates to the shopper's: a score of exactly 0 is no evidence)."""
+        scores = np.where(self.available & (scores != 0), scores, -np.inf)
+        return _top(scores, count)[0]
+
+    def retrieve_sequenced(self, scores: np.ndarray, count: int) -> np.ndarray:
+        """Top ``count`` available items by the sequence model's ``scores`` [C], among the
+        items it places (an item with neither a title nor training has no place)."""
+        placed = self.space.sequence.placed
+        return _top(np.where(self.available & placed, scores, -np.inf), count)[0]
 
     def similar(self, ix: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine neighbours of catalogue ``ix`` in the item space, itself excluded."""

@@ -45,12 +45,14 @@ from models.explore import (
     explore_share,
     slot_probs,
 )
+from models.ranker_features import GNN_SCORE, GRAPH_FILTER_SCORE, SEQUENCE_SCORE, pick
 
 if TYPE_CHECKING:
     from api.state import State
 
 log = logging.getLogger(__name__)
 GNN, POPULAR, CATEGORY, SEGMENT = "gnn", "popular", "category", "segment"
+GRAPH_FILTER, SEQUENCE = "graph_filter", "sequence"
 FALLBACK_POLICY = "popular_fallback"  # what a degraded answer logs as its policy
 OPEN, FALLBACK = "open", "fallback"
 
@@ -68,6 +70,8 @@ class Query:
     device: str | None = None
     ctx: Context = field(default_factory=Context)
     vec: np.ndarray | None = None  # [D] the user's live vector (None: nothing known)
+    filtered: np.ndarray | None = None  # [C] the graph filter's scores (None: no filter)
+    sequenced: np.ndarray | None = None  # [C] the sequence model's (None: no model or items)
     history: float = 0.0  # events known of the user (online, or bought in training)
     share: float = 0.0
 
@@ -126,6 +130,14 @@ def user_vector(state: State, q: Query) -> None:
     q.vec = live_vector(state, q.bundle, q.user_id, q.ctx)
 
 
+def graph_filter_scores(state: State, q: Query) -> None:
+    q.filtered = q.bundle.filter_scores(q.user_id, q.ctx.recent_items)
+
+
+def sequence_scores(state: State, q: Query) -> None:
+    q.sequenced = q.bundle.sequence_scores(q.ctx.recent_items)
+
+
 def exploration_share(state: State, q: Query) -> None:
     q.history = max(q.ctx.events_total, len(q.bundle.seen_idx(q.user_id)))
     q.share = resolve_share(q.explore, q.history, state.explore_cfg)
@@ -137,6 +149,20 @@ def gnn_source(state: State, q: Query) -> np.ndarray:
     if q.vec is None:
         return np.zeros(0, np.int64)
     return q.bundle.retrieve(q.vec, state.settings.candidates_gnn)[0]
+
+
+def graph_filter_source(state: State, q: Query) -> np.ndarray:
+    """The items the graph filter relates most to the user's bought and recent items."""
+    if q.filtered is None:
+        return np.zeros(0, np.int64)
+    return q.bundle.retrieve_filtered(q.filtered, state.settings.candidates_graph_filter)
+
+
+def sequence_source(state: State, q: Query) -> np.ndarray:
+    """The items the sequence model expects next after the user's recent items."""
+    if q.sequenced is None:
+        return np.zeros(0, np.int64)
+    return q.bundle.retrieve_sequenced(q.sequenced, state.settings.candidates_sequence)
 
 
 def segment_source(state: State, q: Query) -> list[int]:
@@ -183,8 +209,12 @@ def hydrate_features(state: State, q: Query, c: Candidates) -> None:
 
 
 def ranker_score(state: State, q: Query, c: Candidates) -> None:
-    gnn = q.bundle.gnn_scores(q.vec, c.idx)
-    c.scores = rank_scores(q.bundle, q.ctx, c.features, gnn, c.idx.tolist())
+    scores = {
+        GNN_SCORE: q.bundle.gnn_scores(q.vec, c.idx),
+        GRAPH_FILTER_SCORE: pick(q.filtered, c.idx),
+        SEQUENCE_SCORE: pick(q.sequenced, c.idx),
+    }
+    c.scores = rank_scores(q.bundle, q.ctx, c.features, scores, c.idx.tolist())
 
 
 def explore_and_take_k(state: State, q: Query, c: Candidates) -> None:
@@ -263,10 +293,14 @@ def plain_reasons(q: Query, c: Candidates) -> None:
 QUERY_HYDRATORS = (
     Unit("context", user_context, FALLBACK),
     Unit("interest", user_vector),
+    Unit(GRAPH_FILTER, graph_filter_scores),
+    Unit(SEQUENCE, sequence_scores),
     Unit("share", exploration_share),
 )
 CANDIDATE_SOURCES = (  # order matters: a candidate's first source comes first
     Unit(GNN, gnn_source),
+    Unit(GRAPH_FILTER, graph_filter_source),
+    Unit(SEQUENCE, sequence_source),
     Unit(SEGMENT, segment_source),
     Unit(POPULAR, popular_source),
     Unit(CATEGORY, category_source),

@@ -152,7 +152,11 @@ def evaluate_served(
         return ranked_metrics(ranked, truth, len(data.items))
 
     use_ranker = settings.use_ranker and bundle.ranker is not None
-    ranker = bundle.ranker.with_weight(settings.ranker_weight) if bundle.ranker else None
+    ranker = (
+        bundle.ranker.with_weight(settings.ranker_weight, settings.ranker_shares)
+        if bundle.ranker
+        else None
+    )
     variants = [(SERVED_RANKER, ranker), (SERVED_RETRIEVAL, None)]
     if bundle.ranker is None or not both:
         variants = [variants[0] if use_ranker else variants[1]]

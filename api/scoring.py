@@ -16,7 +16,13 @@ from api.features import (
 )
 from api.impressions import impression_events, new_request_id
 from api.schemas import ItemScore, ScoreResponse, SearchHit, SearchResponse
-from models.ranker_features import ranker_inputs
+from models.ranker_features import (
+    GNN_SCORE,
+    GRAPH_FILTER_SCORE,
+    SEQUENCE_SCORE,
+    pick,
+    ranker_inputs,
+)
 
 if TYPE_CHECKING:
     from api.state import State
@@ -28,18 +34,19 @@ def rank_scores(
     bundle: Bundle,
     ctx: Context,
     features: dict[str, list[Any]],
-    gnn_scores: np.ndarray,
+    model_scores: dict[str, np.ndarray],
     idx: list[int | None],
 ) -> np.ndarray:
-    """The served order's score [N]: the ranker's blend of its trees and the GNN score
+    """The served order's score [N]: the ranker's blend of its trees and the model scores
     (:meth:`models.ranker.Ranker.order_scores`) over :func:`models.ranker_features.ranker_inputs`
     (user side from ``ctx``, item side from ``features``: the same function training uses); the
-    GNN score alone without a ranker. ``idx``: catalogue indices (None: not in the catalogue)."""
+    GNN score alone without a ranker. ``model_scores``: each model's score [N] by column;
+    ``idx``: catalogue indices (None: not in the catalogue)."""
     ranker = bundle.ranker
     if ranker is None:
-        return np.nan_to_num(gnn_scores, nan=-1e9)
+        return np.nan_to_num(model_scores[GNN_SCORE], nan=-1e9)
     cats = [bundle.categories[i] if i is not None else None for i in idx]
-    x = ranker_inputs(ranker.columns, ctx.features, features, cats, gnn_scores)  # type: ignore[attr-defined]
+    x = ranker_inputs(ranker.columns, ctx.features, features, cats, model_scores)  # type: ignore[attr-defined]
     return ranker.order_scores(x)  # type: ignore[attr-defined,no-any-return]
 
 
@@ -62,7 +69,13 @@ def score_items(
     if features is None:  # no features: the GNN score alone (NaN -> lowest)
         scores = np.nan_to_num(gnn, nan=-1e9)
     else:
-        scores = rank_scores(bundle, ctx, features, gnn, idx)
+        known = np.array([-1 if i is None else i for i in idx], dtype=np.int64)
+        model_scores = {
+            GNN_SCORE: gnn,
+            GRAPH_FILTER_SCORE: pick(bundle.filter_scores(user_id, ctx.recent_items), known),
+            SEQUENCE_SCORE: pick(bundle.sequence_scores(ctx.recent_items), known),
+        }
+        scores = rank_scores(bundle, ctx, features, model_scores, idx)
     return ScoreResponse(
         user_id=user_id,
         degraded=degraded,

@@ -121,7 +121,10 @@ class State:
                 bundle = replace(bundle, ranker=None)
             elif bundle.ranker is not None:  # IG_RANKER_WEIGHT: another blend than chosen
                 bundle = replace(
-                    bundle, ranker=bundle.ranker.with_weight(self.settings.ranker_weight)
+                    bundle,
+                    ranker=bundle.ranker.with_weight(
+                        self.settings.ranker_weight, self.settings.ranker_shares
+                    ),
                 )
             if bundle.text is not None and self.encoder is None:
                 from models.text import TextEncoder

@@ -157,11 +157,43 @@ def serving_artifacts(workdir: Path) -> Path:
     if (s.artifacts_dir / "latest" / "catalogue.parquet").exists():
         return s.artifacts_dir
     from models.lightgcn import LightGCNConfig
+    from models.sequence import SequenceConfig
     from models.train import TrainConfig, train
 
     print("no serving artifact under artifacts/latest: training a quick one (make train)")
     out = workdir / "artifacts"
-    train(s, TrainConfig(dataset=s.dataset), LightGCNConfig(max_epochs=5), out)
+    quick = LightGCNConfig(max_epochs=5), SequenceConfig(max_epochs=3)
+    train(s, TrainConfig(dataset=s.dataset), quick[0], out, seq_cfg=quick[1])
+    return out
+
+
+def model_latency(artifacts: Path, recent: int = 20, calls: int = CALLS) -> dict[str, object]:
+    """Per-request model time at serving, ``recent`` recent items per request (the most
+    ``user_interest.recent_items`` holds): the sequence model's forward pass and scores over
+    the catalogue, and the graph filter's scores (api.bundle, as the recommend pipeline calls
+    them), each over ``calls`` requests of random items."""
+    import torch
+
+    from api.bundle import Bundle
+
+    torch.set_num_threads(1)  # as in the API process: one request, one core
+    bundle = Bundle.load(artifacts / "latest")
+    rng = np.random.default_rng(0)
+    batches = [
+        [bundle.ids[i] for i in rng.choice(len(bundle.ids), recent, replace=False)]
+        for _ in range(calls + 20)
+    ]
+    out: dict[str, object] = {"model_latency_recent_items": recent}
+    stranger = "no-such-shopper"
+    for name, fn in (
+        ("sequence", bundle.sequence_scores),
+        ("graph_filter", lambda items: bundle.filter_scores(stranger, items)),
+    ):
+        if fn(batches[0]) is None:
+            out[f"{name}_model_note"] = "the served artifact has no such model"
+            continue
+        p50, p99 = percentiles(timed(fn, batches))
+        out[f"{name}_model_p50_ms"], out[f"{name}_model_p99_ms"] = round(p50, 3), round(p99, 3)
     return out
 
 
@@ -214,6 +246,7 @@ def main() -> int:
             artifacts = serving_artifacts(Path(tmp))
             results["api_model"] = (artifacts / "latest").resolve().name
             results |= quality_figures(artifacts)
+            results |= model_latency(artifacts)
             results |= bandit_figures(get_settings(), artifacts)
             results |= api_figures(get_settings(), artifacts)
             from bench.follow_bench import follow_figures  # 6 views -> the top 20 moves?

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core.settings import Settings, get_settings
@@ -37,6 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ranker", action="store_true", help="skip the Feast ranker step")
     p.add_argument(
+        "--no-graph-filter",
+        action="store_true",
+        help="leave out the graph filter (EASE / GF-CF): no such retrieval source or ranker input",
+    )
+    p.add_argument(
+        "--no-sequence",
+        action="store_true",
+        help="leave out the sequential transformer (SASRec over the recent items)",
+    )
+    p.add_argument("--sequence-epochs", type=int, help="the transformer's max epochs")
+    p.add_argument(
         "--no-evaluate",
         action="store_true",
         help="skip `ig evaluate` (the served list replayed for every test user) after training",
@@ -62,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="replay the recommend pipeline (explore off) for every test user of an artifact",
     )
     e.add_argument("--version", default="latest", help="artifact under IG_ARTIFACTS_DIR")
+    e.add_argument(
+        "--all-splits",
+        action="store_true",
+        help="train and replay every model on Online Retail and MovieLens-100k, time cut and "
+        "leave-last-out (projects of their own under IG_DATA_DIR/evaluation), one table",
+    )
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -75,6 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         ranker=not args.no_ranker,
+        graph_filter=not args.no_graph_filter,
+        sequence=not args.no_sequence,
         refit=not args.no_refit,
     )
     given = {  # options left out keep LightGCNConfig's defaults (defined once, there)
@@ -98,7 +118,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from models.serve_all import ServedTraining
 
         served = ServedTraining(s, cfg, gcn)
-    out = train(s, cfg, gcn, after_fit=served.start if served else None)
+    from models.sequence import SequenceConfig
+
+    seq = SequenceConfig(seed=args.seed)
+    if args.sequence_epochs is not None:
+        seq = replace(seq, max_epochs=args.sequence_epochs)
+    out = train(s, cfg, gcn, after_fit=served.start if served else None, seq_cfg=seq)
     if not args.no_evaluate:
         _evaluate(s, out, both=False)  # the default order only: `ig evaluate` replays both
     if served is not None:
@@ -121,6 +146,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     s = get_settings()
+    if args.all_splits:
+        from cli.report import evaluate_all
+
+        evaluate_all(s)
+        return 0
     path = s.artifacts_dir / args.version
     if not path.exists():
         print(f"no artifact {path}: run `ig train` first", file=sys.stderr)

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         0.05, ge=0, description="How long a request waits for a free encoder before its 429."
     )
     candidates_gnn: int = Field(100, ge=1, le=2000, description="GNN-retrieved candidates.")
+    candidates_graph_filter: int = Field(
+        100, ge=0, le=2000, description="Graph-filter-retrieved candidates (0: no such source)."
+    )
+    candidates_sequence: int = Field(
+        50, ge=0, le=2000, description="Sequence-model candidates (0: no such source)."
+    )
     candidates_other: int = Field(30, ge=0, le=500, description="Popular/category candidates.")
     live_interest_weight: float = Field(
         1.0, ge=0, description="Weight of the live recent items against the trained embedding."
@@ -163,6 +169,12 @@ class Settings(BaseSettings):
         le=1,
         description="Override the artifact's blend weight (1: the trees alone, 0: the GNN "
         "score alone); unset: the weight training chose on validation users.",
+    )
+    ranker_shares: dict[str, float] | None = Field(
+        None,
+        description="Override the artifact's shares of the model scores in the blend's "
+        'retrieval part, JSON (e.g. {"gnn_score": 0.5, "graph_filter_score": 0.5}); unset: '
+        "the shares training chose on validation users.",
     )
     search_personal_weight: float = Field(
         0.05, ge=0, description="Weight of the user's interest when re-ranking search hits."

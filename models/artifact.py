@@ -38,6 +38,9 @@ USER_ATTRIBUTES = "user_attributes.parquet"  # user_id + the segment attributes
 TEXT_EMBEDDINGS = "catalogue_text_embeddings.npy"  # [C, 384]
 TEXT_PROJECTION = "text_projection.npy"  # [384 + 1, D]
 COLD_ITEMS = "cold_items.json"
+GRAPH_FILTER = "graph_filter.npz"  # [C, C] item-item weights (models.graph_filter), catalogue rows
+SEQUENCE_WEIGHTS = "sequence.pt"  # the sequential transformer's weights (models.sequence)
+SEQUENCE_ITEMS = "sequence_items.npy"  # [C, D] its item table, catalogue rows
 RANKER = "ranker.skops"  # the ranker's trees in skops' format (no code is run to load it)
 RANKER_COLUMNS = "ranker.json"  # the ranker's input columns, in order, and its blend
 # What a ranker file may hold beyond skops' default-trusted types: loading refuses the rest.
@@ -84,6 +87,9 @@ class Artifact:
     user_attributes: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] | None = None
+    graph_filter: sp.csr_matrix | None = None
+    sequence_weights: dict[str, torch.Tensor] | None = None
+    sequence_items: np.ndarray | None = None
 
 
 def save(artifact: Artifact, out_root: Path) -> Path:
@@ -106,6 +112,11 @@ def save(artifact: Artifact, out_root: Path) -> Path:
         np.save(out / TEXT_EMBEDDINGS, artifact.text_embeddings)
         np.save(out / TEXT_PROJECTION, artifact.text_projection)
         (out / COLD_ITEMS).write_text(json.dumps(artifact.cold_items))
+    if artifact.graph_filter is not None:
+        sp.save_npz(out / GRAPH_FILTER, artifact.graph_filter)
+    if artifact.sequence_weights is not None and artifact.sequence_items is not None:
+        torch.save(artifact.sequence_weights, out / SEQUENCE_WEIGHTS)
+        np.save(out / SEQUENCE_ITEMS, artifact.sequence_items)
     if artifact.ranker is not None:
         save_ranker(artifact.ranker, out)
     (out / METRICS).write_text(json.dumps(artifact.metrics, indent=2, default=float))
@@ -150,6 +161,8 @@ def _read(path: Path) -> Artifact:
     ranker = load_ranker(path) if (path / RANKER).exists() else None
     text = (path / TEXT_EMBEDDINGS).exists()
     segments = (path / SEGMENTS).exists()
+    graph_filter = (path / GRAPH_FILTER).exists()
+    sequence = (path / SEQUENCE_WEIGHTS).exists()
     return Artifact(
         manifest=manifest,
         users=json.loads((path / USERS).read_text()),
@@ -163,6 +176,12 @@ def _read(path: Path) -> Artifact:
         ranker=ranker,
         segments=pd.read_parquet(path / SEGMENTS) if segments else None,
         user_attributes=pd.read_parquet(path / USER_ATTRIBUTES) if segments else None,
+        graph_filter=sp.load_npz(path / GRAPH_FILTER).tocsr() if graph_filter else None,
+        # tensors only: weights_only refuses anything that would run code
+        sequence_weights=(
+            torch.load(path / SEQUENCE_WEIGHTS, weights_only=True) if sequence else None
+        ),
+        sequence_items=np.load(path / SEQUENCE_ITEMS).astype(np.float32) if sequence else None,
     )
 
 

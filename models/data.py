@@ -123,6 +123,19 @@ def ground_truth(
     return truth
 
 
+def recent_items(events: pd.DataFrame, count: int = 20) -> dict[str, list[str]]:
+    """user_id -> their last ``count`` distinct items, newest first: what the stream's
+    ``user_interest.recent_items`` holds after ``events`` (stream.steps: an item touched again
+    moves to the front)."""
+    ordered = events[[n.USER_ID, n.ITEM_ID, n.EVENT_TIMESTAMP]].sort_values(
+        n.EVENT_TIMESTAMP, kind="stable"
+    )
+    last = ordered.drop_duplicates([n.USER_ID, n.ITEM_ID], keep="last").iloc[::-1]
+    return {
+        str(u): g[n.ITEM_ID].head(count).tolist() for u, g in last.groupby(n.USER_ID, sort=False)
+    }
+
+
 def one_hop(
     history: sp.csr_matrix | np.ndarray, item_vecs: np.ndarray, item_degree: np.ndarray
 ) -> np.ndarray:

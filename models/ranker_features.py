@@ -22,6 +22,9 @@ from core import names as n
 from models.data import one_hop
 
 GNN_SCORE = "gnn_score"
+GRAPH_FILTER_SCORE = "graph_filter_score"  # models.graph_filter over the shopper's items
+SEQUENCE_SCORE = "sequence_score"  # models.sequence over the shopper's recent items
+MODEL_SCORES = (GNN_SCORE, GRAPH_FILTER_SCORE, SEQUENCE_SCORE)  # model-score columns
 CATEGORY_AFFINITY = "category_affinity"
 TOP_CATEGORIES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORIES)
 TOP_CATEGORY_SCORES = n.full_name(n.USER_INTEREST, n.TOP_CATEGORY_SCORES)
@@ -36,7 +39,9 @@ class ItemSpace:
     users: user_id -> row of ``user_vectors`` [U, D]; index: item_id -> row of ``vectors``
     [C, D]; popularity [C] (distinct users, the one-hop degree minus one); placed [C] bool
     (False: the item has no vector, its GNN score is unknown); trained [U, C] (sparse): the
-    items each user's embedding was trained on (None: unknown).
+    items each user's embedding was trained on (None: unknown); filter [C, C] (sparse): the
+    graph filter's item-item weights (models.graph_filter; None: no filter); sequence: the
+    sequential transformer over the same rows (models.sequence.SequenceScorer; None: none).
     """
 
     users: Mapping[str, int]
@@ -46,6 +51,8 @@ class ItemSpace:
     popularity: np.ndarray
     placed: np.ndarray
     trained: sp.csr_matrix | None = None
+    filter: sp.csr_matrix | None = None
+    sequence: Any = None
 
     def user_vector(
         self, user_id: str, recent: Sequence[str], live_weight: float
@@ -85,6 +92,41 @@ class ItemSpace:
             out[known] = self.vectors[idx[known]] @ vec
         return out
 
+    def filter_scores(self, user_id: str, recent: Sequence[str]) -> np.ndarray | None:
+        """[C]: the graph filter's score of every item for the shopper's interaction row: the
+        items their training history holds (``trained``) and their ``recent`` items (online,
+        newest first), each counted once (models.graph_filter scores binary rows). Zeros for
+        a shopper with neither; None without a filter."""
+        if self.filter is None:
+            return None
+        rows = {self.index[i] for i in recent if i in self.index}
+        if self.trained is not None and user_id in self.users:
+            rows.update(self.trained[self.users[user_id]].indices.tolist())
+        if not rows:
+            return np.zeros(self.filter.shape[1])
+        picked = self.filter[np.fromiter(rows, dtype=np.int64, count=len(rows))]
+        return np.asarray(picked.sum(axis=0), dtype=np.float64).ravel()
+
+    def sequence_scores(self, recent: Sequence[str]) -> np.ndarray | None:
+        """[C]: the sequential transformer's score of every item as the shopper's next, after
+        their ``recent`` items (newest first, as ``user_interest.recent_items`` holds them: fed
+        oldest first); None without a model or without a known recent item."""
+        if self.sequence is None:
+            return None
+        idx = [self.index[i] for i in reversed(list(recent)) if i in self.index]
+        return self.sequence.scores(idx)  # type: ignore[no-any-return]
+
+
+def pick(scores: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    """``scores`` [C] at catalogue rows ``idx`` [N] (-1: unknown item); NaN where unknown, and
+    everywhere when ``scores`` is None."""
+    idx = np.asarray(idx, dtype=np.int64)
+    out = np.full(len(idx), np.nan)
+    if scores is not None:
+        known = idx >= 0
+        out[known] = scores[idx[known]]
+    return out
+
 
 def category_affinity(
     top_categories: Sequence[object],
@@ -111,19 +153,21 @@ def ranker_inputs(
     user: Mapping[str, Any],
     items: Mapping[str, Sequence[Any]],
     item_categories: Sequence[object],
-    gnn_scores: np.ndarray,
+    model_scores: Mapping[str, np.ndarray],
 ) -> np.ndarray:
     """The ranker's input matrix [N, len(columns)] for one user and N candidates.
 
     user: the user side of ranker_v1 (``view__feature`` -> value, windowed counts as of the
     read time); items: the item side (``view__feature`` -> [N] values); item_categories [N];
-    gnn_scores [N] (:meth:`ItemSpace.gnn_scores`). NaN where a value is unknown.
+    model_scores: each model's score [N] by its column (``GNN_SCORE``:
+    :meth:`ItemSpace.gnn_scores`; ``GRAPH_FILTER_SCORE``: :meth:`ItemSpace.filter_scores`).
+    NaN where a value is unknown.
     """
-    size = len(gnn_scores)
+    size = len(item_categories)
     x = np.empty((size, len(columns)))
     for j, col in enumerate(columns):
-        if col == GNN_SCORE:
-            x[:, j] = gnn_scores
+        if col in MODEL_SCORES:
+            x[:, j] = model_scores.get(col, np.full(size, np.nan))
         elif col == CATEGORY_AFFINITY:
             tops, weights = user.get(TOP_CATEGORIES), user.get(TOP_CATEGORY_SCORES)
             x[:, j] = category_affinity([tops] * size, [weights] * size, item_categories)

@@ -3,9 +3,10 @@
 The evaluated artifact (models.train) leaves out the test period, the inductive users held out
 for their test and the cold items held out for theirs, so that its numbers are honest. What the
 API serves should know everyone: this module retrains LightGCN on every event for the number
-of epochs the evaluated run chose (early stopping on validation, then refit), places every
-titled item by text too, and keeps the evaluated run's ranker and metrics (its manifest names
-the evaluated artifact they come from). ``ig train`` starts that training in a process of its
+of epochs the evaluated run chose (early stopping on validation, then refit), fits the graph
+filter on every event with the evaluated run's λ, places every titled item by text too, and
+keeps the evaluated run's ranker and metrics (its manifest names the evaluated artifact they
+come from). ``ig train`` starts that training in a process of its
 own as soon as the epoch count is known (:class:`ServedTraining`), beside the evaluation.
 """
 
@@ -24,6 +25,7 @@ from core import names as n
 from core.settings import Settings
 from models import artifact
 from models.data import IdMap, Split, edge_weights, interaction_matrix, load_events
+from models.graph_filter import GraphFilter, GraphFilterConfig
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
 from models.train import (
     Fitted,
@@ -59,10 +61,21 @@ def train_served(
     with torch.no_grad():
         user_emb, item_emb = model.embeddings(data.adj_hist)
     fitted = Fitted(model, model, model, {}, {}, user_emb, item_emb)
+    if isinstance(metrics.get("graph_filter"), dict):  # the evaluated run's filter, its λ
+        fitted.filter = GraphFilter.fit(
+            data.r_hist, GraphFilterConfig(), metrics["graph_filter"].get("l2")
+        )
     catalogue = build_catalogue(data.items_table, data.history, data.items)
     text = text_cold_start(data, catalogue, user_emb, item_emb, np.random.default_rng(cfg.seed))
     text.pop("metrics")
     evaluated_art = artifact.read(evaluated)
+    if evaluated_art.sequence_items is not None and evaluated_art.sequence_weights:
+        # the evaluated run's sequence model as it is (it reads sequences, not users: nothing
+        # to refit for new shoppers), its item table over this catalogue
+        fitted.sequence_served = (
+            evaluated_art.sequence_weights,
+            reindex_rows(evaluated_art.sequence_items, evaluated_art.catalogue, catalogue),
+        )
     if isinstance(metrics.get("ranker"), dict) and evaluated_art.ranker is not None:
         metrics["ranker"]["model"] = evaluated_art.ranker
     metrics[artifact.EVALUATION] = evaluated.name
@@ -71,6 +84,17 @@ def train_served(
     bundle.manifest["trained_on"] = f"every event ({len(data.events)}), {epochs} epochs"
     out = artifact.save(bundle, out_root or settings.artifacts_dir)
     print(f"served artifact (every user and item, {epochs} epochs): {out}")
+    return out
+
+
+def reindex_rows(rows: np.ndarray, old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+    """``rows`` [len(old), D] in catalogue ``old``'s item order -> [len(new), D] in ``new``'s
+    (zeros for items ``old`` did not have)."""
+    where = {item: j for j, item in enumerate(old[n.ITEM_ID])}
+    out = np.zeros((len(new), rows.shape[1]), dtype=rows.dtype)
+    for j, item in enumerate(new[n.ITEM_ID]):
+        if item in where:
+            out[j] = rows[where[item]]
     return out
 
 

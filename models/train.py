@@ -1,4 +1,5 @@
-"""``make train``: interest graph -> LightGCN + baselines + text cold start + ranker -> artifact.
+"""``make train``: interest graph -> LightGCN + graph filter + baselines + text cold start +
+ranker -> artifact.
 
 One run, one split, every model measured on it. Writes ``artifacts/<version>/`` (weights, id
 maps, embeddings, ranker, ``metrics.json``, ``manifest.json``, ``training.png``) and points
@@ -10,7 +11,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,18 @@ from models.data import (
 )
 from models.data import time_split as global_time_split
 from models.evaluate import evaluate
+from models.graph_filter import GraphFilter, GraphFilterConfig, choose_l2
 from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
 from models.ranker_features import ItemSpace
+from models.sequence import (
+    SERVE_LENGTH,
+    SequenceConfig,
+    SequenceModel,
+    SequenceScorer,
+    catalogue_table,
+    sequences,
+    text_init,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class TrainConfig:
     cold_item_frac: float = 0.05  # items held out of the graph entirely (text cold start)
     inductive_user_frac: float = 0.1  # users held out of the graph (embedded from history)
     ranker: bool = True
+    graph_filter: bool = True  # models.graph_filter: a retrieval source and a ranker input
+    sequence: bool = True  # models.sequence (SASRec): a retrieval source and a ranker input
     edge_half_life_days: float = 60.0  # recency of graph edges (behaviour-weighted)
     refit: bool = True  # after early stopping on validation, retrain on train+val
     bpr_mf_lr: float | None = 5e-3  # BPR-MF's own (ig tune; None: LightGCN's)
@@ -104,6 +117,14 @@ class Fitted:
     gcn_hist: dict[str, list[float]]
     user_emb: torch.Tensor  # [U, D] the served model's embeddings on the train+val graph
     item_emb: torch.Tensor  # [I, D]
+    filter_train: GraphFilter | None = None  # on train (the ranker's fit rows)
+    filter: GraphFilter | None = None  # on train + val (evaluated, served)
+    sequence: SequenceModel | None = None  # on train's sequences (early-stopped on val)
+    sequence_hist: dict[str, list[float]] = field(default_factory=dict)
+    sequence_init: np.ndarray | None = None  # [C, D] every catalogue item's title place
+    # (weights, [C, D] item table) taken as they are (models.serve_all: the evaluated run's)
+    sequence_served: tuple[dict[str, torch.Tensor], np.ndarray] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # training time per model
 
 
 def train(
@@ -112,30 +133,43 @@ def train(
     gcn_cfg: LightGCNConfig,
     out_root: Path | None = None,
     after_fit: Callable[[int], None] | None = None,
+    seq_cfg: SequenceConfig | None = None,
 ) -> Path:
     """data -> fit -> evaluate -> save: the evaluated artifact's folder (trained on the split's
     train+val; models.serve_all trains the served one on everything). ``after_fit`` is called
     with LightGCN's chosen epoch count as soon as it is known (ig train starts the served
-    model's training there, models.serve_all.ServedTraining)."""
+    model's training there, models.serve_all.ServedTraining). ``seq_cfg``: the sequence
+    model's (default: SequenceConfig's defaults with ``cfg.seed``)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = prepare_data(settings, cfg, rng)
     fitted = fit_models(data, cfg, gcn_cfg)
+    if cfg.graph_filter:
+        fit_graph_filter(data, fitted, GraphFilterConfig())
     best_epochs = {
         name: int(np.argmax(hist["val_ndcg@20"])) + 1
         for name, hist in (("lightgcn", fitted.gcn_hist), ("bpr_mf", fitted.mf_hist))
     }
     if after_fit is not None:
         after_fit(best_epochs["lightgcn"])
-    metrics = evaluate_models(data, fitted, cfg.dataset)
     catalogue = build_catalogue(data.items_table, data.history, data.items)
-    text = text_cold_start(data, catalogue, fitted.user_emb, fitted.item_emb, rng)
+    catalogue_text = encode_titles(catalogue)
+    if cfg.sequence:
+        seq_cfg = seq_cfg or SequenceConfig(seed=cfg.seed)
+        fit_sequence(data, fitted, catalogue, catalogue_text, seq_cfg)
+        best_epochs["sequence"] = int(np.argmax(fitted.sequence_hist["val_ndcg@20"])) + 1
+    metrics = evaluate_models(data, fitted, cfg.dataset)
+    if cfg.sequence:
+        metrics["sequence_config"] = seq_cfg.as_dict()
+    text = text_cold_start(data, catalogue, fitted.user_emb, fitted.item_emb, rng, catalogue_text)
     metrics["cold_items"] = text.pop("metrics")
     if cfg.ranker:
         metrics["ranker"] = fit_ranker(settings, cfg, data, fitted)
     metrics["epoch_seconds"] = round(float(np.mean(fitted.gcn_hist["epoch_seconds"])), 3)
     metrics["epochs"] = len(fitted.gcn_hist["loss"])
+    for name, seconds in fitted.seconds.items():
+        metrics[f"train_seconds_{name}"] = round(seconds, 1)
     metrics["best_epochs"] = best_epochs
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -208,11 +242,31 @@ def fit_models(data: TrainData, cfg: TrainConfig, gcn_cfg: LightGCNConfig) -> Fi
         final.fit(data.r_hist, data.adj_hist, epochs=best_epochs, desc=f"{name} refit")
         return model, final, hist
 
+    started = time.perf_counter()
     _, mf, mf_hist = fit(0, "bpr_mf", cfg.bpr_mf_lr)
+    seconds = {"bpr_mf": time.perf_counter() - started}
+    started = time.perf_counter()
     gcn_train_only, gcn, gcn_hist = fit(gcn_cfg.num_layers, "lightgcn")
+    seconds["lightgcn"] = time.perf_counter() - started
     with torch.no_grad():
         user_emb, item_emb = gcn.embeddings(data.adj_hist)
-    return Fitted(mf, gcn_train_only, gcn, mf_hist, gcn_hist, user_emb, item_emb)
+    return Fitted(mf, gcn_train_only, gcn, mf_hist, gcn_hist, user_emb, item_emb, seconds=seconds)
+
+
+def fit_graph_filter(data: TrainData, fitted: Fitted, cfg: GraphFilterConfig) -> None:
+    """The graph filter (models.graph_filter): its λ chosen on validation (fitted on train),
+    then refitted on train + val as the other models are; both kept on ``fitted``."""
+    started = time.perf_counter()
+    n_items = len(data.items)
+
+    def validate(f: GraphFilter) -> float:
+        return evaluate(f.scorer(data.r_train), data.val_truth, data.r_train, n_items)["ndcg@20"]
+
+    l2, search = choose_l2(data.r_train, validate, cfg)
+    fitted.filter_train = GraphFilter.fit(data.r_train, cfg, l2)
+    fitted.filter = GraphFilter.fit(data.r_hist, cfg, l2)
+    fitted.filter.search = search
+    fitted.seconds["graph_filter"] = time.perf_counter() - started
 
 
 def fit_early_stopped(
@@ -231,6 +285,46 @@ def fit_early_stopped(
     return model, hist
 
 
+def encode_titles(catalogue: pd.DataFrame) -> np.ndarray | None:
+    """MiniLM embeddings [C, 384] of the catalogue's titles; None when no item has one."""
+    titles = catalogue[n.TITLE].fillna("")
+    if not titles.str.strip().ne("").any():
+        return None
+    from models.text import TextEncoder
+
+    return TextEncoder().encode(titles.tolist(), progress=True)
+
+
+def fit_sequence(
+    data: TrainData,
+    fitted: Fitted,
+    catalogue: pd.DataFrame,
+    catalogue_text: np.ndarray | None,
+    cfg: SequenceConfig,
+) -> None:
+    """SASRec (models.sequence) on the train split's sequences, its item embeddings started
+    from the titles (:func:`models.sequence.text_init` over the catalogue), early-stopped on
+    validation NDCG@20 with each user's last ``SERVE_LENGTH`` items as serving reads them."""
+    started = time.perf_counter()
+    cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
+    init = None
+    if catalogue_text is not None:
+        titled = catalogue[n.TITLE].fillna("").str.strip().ne("").to_numpy()
+        fitted.sequence_init = text_init(catalogue_text, cfg.dim, titled)
+        init = fitted.sequence_init[[cat_ids.index[i] for i in data.items.ids]]
+    model = SequenceModel(len(data.items), cfg, init)
+    train_seqs = sequences(data.split.train, data.users, data.items)
+    n_items = len(data.items)
+
+    def validate(m: SequenceModel) -> float:
+        scorer = m.scorer(train_seqs, SERVE_LENGTH)
+        return evaluate(scorer, data.val_truth, data.r_train, n_items)["ndcg@20"]
+
+    fitted.sequence_hist = model.fit(train_seqs, validate, desc="sasrec")
+    fitted.sequence = model
+    fitted.seconds["sequence"] = time.perf_counter() - started
+
+
 def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, Any]:
     """Full-ranking metrics on the test split (read once, here) for the baselines and both
     GNN models, and for inductive users embedded from their history alone."""
@@ -241,6 +335,13 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
         "bpr_mf": evaluate(fitted.mf.scorer(data.adj_hist), truth, r_hist, n_items),
         "lightgcn": evaluate(fitted.gcn.scorer(data.adj_hist), truth, r_hist, n_items),
     }
+    if fitted.filter is not None:
+        scorer = fitted.filter.scorer(r_hist)
+        models["graph_filter"] = {**evaluate(scorer, truth, r_hist, n_items)}
+    if fitted.sequence is not None:  # each user's train + val sequence, as serving reads it
+        seqs = sequences(data.history, data.users, data.items)
+        scorer = fitted.sequence.scorer(seqs, SERVE_LENGTH)
+        models["sequence"] = evaluate(scorer, truth, r_hist, n_items)
     item_emb = fitted.item_emb
     ind_users, ind_hist, ind_truth = inductive_truth(data)
     item_degree = np.asarray(r_hist.sum(axis=0)).ravel()
@@ -254,6 +355,8 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
         "models": models,
         "inductive_users": {"heldout_from_history": inductive, "trained": models["lightgcn"]},
     }
+    if fitted.filter is not None:
+        metrics["graph_filter"] = {**fitted.filter.describe(), "search": fitted.filter.search}
     return metrics
 
 
@@ -265,11 +368,17 @@ def inductive_truth(data: TrainData) -> tuple[IdMap, sp.csr_matrix, dict[int, se
 
 
 def graph_space(
-    users: IdMap, user_emb: torch.Tensor, items: IdMap, item_emb: torch.Tensor, events: pd.DataFrame
+    users: IdMap,
+    user_emb: torch.Tensor,
+    items: IdMap,
+    item_emb: torch.Tensor,
+    events: pd.DataFrame,
+    graph_filter: GraphFilter | None = None,
+    sequence: SequenceModel | None = None,
 ) -> ItemSpace:
-    """One model's vectors as the ranker's GNN score reads them, as api.bundle builds them
-    from an artifact: popularity (distinct users per item) and what each user bought or rated,
-    both in ``events`` (what the model trained on)."""
+    """One model's vectors (and graph filter) as the ranker's model scores read them, as
+    api.bundle builds them from an artifact: popularity (distinct users per item) and what each
+    user bought or rated, both in ``events`` (what the model trained on)."""
     pop = events.groupby(n.ITEM_ID)[n.USER_ID].nunique().reindex(items.ids).fillna(0)
     return ItemSpace(
         users.index,
@@ -279,6 +388,8 @@ def graph_space(
         pop.to_numpy(np.float32),
         np.ones(len(items), dtype=bool),
         interaction_matrix(bought(events), users, items),
+        graph_filter.weights if graph_filter is not None else None,
+        SequenceScorer.of(sequence) if sequence is not None else None,
     )
 
 
@@ -299,8 +410,24 @@ def fit_ranker(settings: Settings, cfg: TrainConfig, data: TrainData, fitted: Fi
         settings,
         data.split,
         categories,
-        graph_space(data.users, fit_user, data.items, fit_item, data.split.train),
-        graph_space(data.users, fitted.user_emb, data.items, fitted.item_emb, data.history),
+        graph_space(
+            data.users,
+            fit_user,
+            data.items,
+            fit_item,
+            data.split.train,
+            fitted.filter_train,
+            fitted.sequence,
+        ),
+        graph_space(
+            data.users,
+            fitted.user_emb,
+            data.items,
+            fitted.item_emb,
+            data.history,
+            fitted.filter,
+            fitted.sequence,
+        ),
         cfg.seed,
     )
 
@@ -311,16 +438,19 @@ def text_cold_start(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     rng: np.random.Generator,
+    catalogue_text: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """MiniLM title embeddings of the catalogue [C, 384] and the ridge projection into the
-    item space [385, D], fitted on graph items; metrics on the held-out cold items (if any)."""
+    """MiniLM title embeddings of the catalogue [C, 384] (``catalogue_text``, or encoded here)
+    and the ridge projection into the item space [385, D], fitted on graph items; metrics on
+    the held-out cold items (if any)."""
     cold_ids = sorted(data.cold)
-    if not catalogue[n.TITLE].fillna("").str.strip().ne("").any():
+    if catalogue_text is None:
+        catalogue_text = encode_titles(catalogue)
+    if catalogue_text is None:
         return {"metrics": {"note": "no titled items"}, "cold_ids": []}
-    from models.text import TextEncoder, TextProjection
+    from models.text import TextProjection
 
     cat_ids = IdMap(catalogue[n.ITEM_ID].tolist())
-    catalogue_text = TextEncoder().encode(catalogue[n.TITLE].fillna("").tolist(), progress=True)
     text_vecs = catalogue_text[[cat_ids.index[i] for i in data.items.ids]]
     cold_text = catalogue_text[[cat_ids.index[i] for i in cold_ids]]
     projection = TextProjection.fit(text_vecs, item_emb.numpy())
@@ -370,6 +500,7 @@ def package(
         metrics["ranker"].pop("model", None) if isinstance(metrics.get("ranker"), dict) else None
     )
     manifest = _manifest(cfg, gcn_cfg, data, metrics, text.get("projection") is not None)
+    sequence = sequence_parts(fitted, data.items, cat_ids)
     return artifact.Artifact(
         manifest=manifest,
         users=data.users.ids,
@@ -386,7 +517,34 @@ def package(
         user_attributes=attributes,
         metrics=metrics,
         weights=fitted.gcn.model.state_dict(),
+        graph_filter=(
+            in_catalogue(fitted.filter.weights, data.items, cat_ids) if fitted.filter else None
+        ),
+        sequence_weights=sequence[0] if sequence else None,
+        sequence_items=sequence[1] if sequence else None,
     )
+
+
+def sequence_parts(
+    fitted: Fitted, items: IdMap, cat_ids: IdMap
+) -> tuple[dict[str, torch.Tensor], np.ndarray] | None:
+    """The sequence model as the artifact keeps it: its weights and its item table over the
+    catalogue (trained rows, else the title's place); None without one."""
+    if fitted.sequence_served is not None:
+        return fitted.sequence_served
+    if fitted.sequence is None:
+        return None
+    table = catalogue_table(fitted.sequence.item_table(), items, cat_ids, fitted.sequence_init)
+    return fitted.sequence.net.state_dict(), table
+
+
+def in_catalogue(weights: sp.csr_matrix, items: IdMap, catalogue: IdMap) -> sp.csr_matrix:
+    """Item-item ``weights`` over ``items`` [I, I] re-indexed to the catalogue's rows [C, C]
+    (the rows and columns of catalogue items outside ``items`` are empty)."""
+    to_cat = np.array([catalogue.index[i] for i in items.ids], dtype=np.int64)
+    coo = weights.tocoo()
+    size = len(catalogue)
+    return sp.csr_matrix((coo.data, (to_cat[coo.row], to_cat[coo.col])), shape=(size, size))
 
 
 def _manifest(
@@ -416,6 +574,8 @@ def _manifest(
             "train": asdict(cfg),
             "lightgcn": gcn_cfg.as_dict(),
             "itemknn": asdict(ItemKNNConfig()),
+            "graph_filter": metrics.get("graph_filter", {}).get("l2"),
+            "sequence": metrics.get("sequence_config"),
         },
         "metrics": {k: v.get("ndcg@20") for k, v in metrics["models"].items()},
     }

@@ -84,10 +84,13 @@ def feast_project(
 def trained(feast_project: FeastProject, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained through Feast on the slice (artifacts/<version> + latest)."""
     from models.lightgcn import LightGCNConfig
+    from models.sequence import SequenceConfig
     from models.train import TrainConfig, train
 
     cfg = TrainConfig(dataset="online-retail", cold_item_frac=0.1)
     gcn = LightGCNConfig(  # small and fast: 3 epochs, so a higher learning rate
         embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096, lr=2e-2
     )
-    return train(feast_project.settings, cfg, gcn, out_root=tmp_path_factory.mktemp("artifacts"))
+    seq = SequenceConfig(dim=16, layers=1, heads=1, max_epochs=3)  # small and fast too
+    out = tmp_path_factory.mktemp("artifacts")
+    return train(feast_project.settings, cfg, gcn, out_root=out, seq_cfg=seq)

@@ -26,12 +26,22 @@ def test_train_writes_versioned_artifact_with_all_metrics(trained):
         "seen.npz",
         "ranker.skops",
         "ranker.json",
+        "graph_filter.npz",
+        "sequence.pt",
+        "sequence_items.npy",
         "training.png",
         "manifest.json",
     ):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) >= {"lightgcn", "popularity", "itemknn", "bpr_mf"}
+    assert set(metrics["models"]) >= {
+        "lightgcn",
+        "popularity",
+        "itemknn",
+        "bpr_mf",
+        "graph_filter",
+        "sequence",
+    }
     for model in metrics["models"].values():
         assert set(model) >= METRICS and all(0 <= model[k] <= 1 for k in METRICS)
         assert model["users"] > 0
@@ -41,9 +51,16 @@ def test_train_writes_versioned_artifact_with_all_metrics(trained):
     assert ranker["fit_rows"] > 0 and ranker["fit_positives"] > 0 and ranker["test_rows"] > 0
     assert 0.0 <= ranker["auc_with_features"] <= 1.0  # within retrieved candidates: hard
     assert any(f.startswith(f"{n.ITEM_STATS}__") for f in ranker["features"])
+    # every model's score is a ranker input, and the blend's shares of them add up to 1
+    assert {"gnn_score", "graph_filter_score", "sequence_score"} <= set(ranker["features"])
+    assert sum(ranker["blend_shares"].values()) == pytest.approx(1.0)
+    assert metrics["graph_filter"]["kind"] == "ease" and metrics["graph_filter"]["l2"] > 0
+    for model in ("lightgcn", "graph_filter", "sequence"):
+        assert metrics[f"train_seconds_{model}"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["feature_service"] == n.RANKER_V1
     assert manifest["hyper_parameters"]["lightgcn"]["embedding_dim"] == 16
+    assert manifest["hyper_parameters"]["sequence"]["dim"] == 16
     assert len(manifest["git_sha"]) == 40
     assert metrics["epochs"] == 3 and metrics["peak_rss_mb"] > 0
 

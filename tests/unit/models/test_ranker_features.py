@@ -6,6 +6,7 @@ from core import names as n
 from models.ranker_features import (
     CATEGORY_AFFINITY,
     GNN_SCORE,
+    GRAPH_FILTER_SCORE,
     TOP_CATEGORIES,
     TOP_CATEGORY_SCORES,
     ItemSpace,
@@ -62,7 +63,9 @@ def test_ranker_inputs_take_item_user_affinity_and_gnn_columns_with_nan_for_unkn
     columns = [views_7d, user_total, CATEGORY_AFFINITY, GNN_SCORE]
     user = {user_total: 7, TOP_CATEGORIES: ["mug", "bag"], TOP_CATEGORY_SCORES: [3.0, 1.0]}
     items = {views_7d: [5, None]}
-    x = ranker_inputs(columns, user, items, ["mug", "hat"], np.array([0.5, np.nan]))
+    x = ranker_inputs(columns, user, items, ["mug", "hat"], {GNN_SCORE: np.array([0.5, np.nan])})
     assert x[0] == pytest.approx([5.0, 7.0, 0.75, 0.5])
     assert np.isnan(x[1, 0]) and x[1, 1] == 7.0 and x[1, 2] == 0.0 and np.isnan(x[1, 3])
-    assert np.isnan(ranker_inputs([user_total], {}, {}, ["mug"], np.zeros(1))).all()
+    assert np.isnan(ranker_inputs([user_total], {}, {}, ["mug"], {})).all()
+    # a model-score column no score was given for is unknown
+    assert np.isnan(ranker_inputs([GRAPH_FILTER_SCORE], {}, {}, ["mug"], {})).all()
