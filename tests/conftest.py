@@ -94,3 +94,19 @@ def trained(feast_project: FeastProject, tmp_path_factory: pytest.TempPathFactor
     seq = SequenceConfig(dim=16, layers=1, heads=1, max_epochs=3)  # small and fast too
     out = tmp_path_factory.mktemp("artifacts")
     return train(feast_project.settings, cfg, gcn, out_root=out, seq_cfg=seq)
+
+
+@pytest.fixture(scope="session")
+def trained_gnn_only(feast_project: FeastProject, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same small model without the graph filter and the sequence model (``ig train
+    --no-graph-filter --no-sequence``): the ranker's trees read the Feast features, the
+    category affinity and the GNN score only."""
+    from models.lightgcn import LightGCNConfig
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset="online-retail", cold_item_frac=0.1, graph_filter=False, sequence=False
+    )
+    gcn = LightGCNConfig(embedding_dim=16, num_layers=2, max_epochs=3, batch_size=4096, lr=2e-2)
+    out = tmp_path_factory.mktemp("artifacts-gnn-only")
+    return train(feast_project.settings, cfg, gcn, out_root=out)
