@@ -18,6 +18,7 @@ def top_k(scores: np.ndarray, seen: sp.csr_matrix, users: np.ndarray, k: int) ->
     rows = seen[users]
     r, c = rows.nonzero()
     scores[torch.as_tensor(r), torch.as_tensor(c)] = -torch.inf
+    k = min(k, scores.shape[1])  # fewer items than k (a few held-out cold items): all of them
     return torch.topk(scores, k, dim=1).indices.numpy()
 
 
