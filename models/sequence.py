@@ -44,7 +44,7 @@ class SequenceConfig:
     lr: float = 1e-3
     batch_size: int = 128
     max_epochs: int = 60
-    patience: int = 5  # epochs without a better validation NDCG@20 before stopping
+    patience: int = 3  # epochs without a better validation NDCG@20 before stopping
     full_softmax_items: int = 20_000  # beyond: sampled softmax
     negatives: int = 256
     seed: int = 0
