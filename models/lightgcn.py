@@ -8,7 +8,6 @@ per step on CPU.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +17,8 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.nn import LightGCN
 from tqdm import tqdm
+
+from models.early_stop import EarlyStop
 
 HARDEST_CHUNK = 1024  # users per chunk of dynamic negative sampling ([1024, K, D] floats)
 
@@ -115,7 +116,7 @@ class InterestGCN:
             pop = torch.bincount(pairs[1], minlength=self.n_items).float()
             neg_weights = (pop + 1) ** cfg.neg_popularity_power
         history: dict[str, list[float]] = {"loss": [], "val_ndcg@20": [], "epoch_seconds": []}
-        stopper = _EarlyStop(cfg.patience)
+        stopper = EarlyStop(cfg.patience)
         bar = tqdm(range(epochs or cfg.max_epochs), desc=desc, unit="epoch")
         for _ in bar:
             started = time.perf_counter()
@@ -203,24 +204,3 @@ class InterestGCN:
             return (users[torch.as_tensor(batch)] @ items.T).numpy()
 
         return score
-
-
-class _EarlyStop:
-    """Keeps the best validation score's weights; stops after ``patience`` epochs without a
-    better one."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience, self.best, self.waited = patience, -math.inf, 0
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def should_stop(self, score: float, model: torch.nn.Module) -> bool:
-        if score > self.best:
-            self.best, self.waited = score, 0
-            self.state = {k: v.clone() for k, v in model.state_dict().items()}
-            return False
-        self.waited += 1
-        return self.waited >= self.patience
-
-    def restore_best(self, model: torch.nn.Module) -> None:
-        if self.state is not None:
-            model.load_state_dict(self.state)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from core import names as n
 from models.data import IdMap
+from models.early_stop import EarlyStop
 
 PAD = 0  # index 0 of the embedding table: padding; item i is row i + 1
 SERVE_LENGTH = 20  # items read at serving: user_interest.recent_items holds 20
@@ -95,24 +96,16 @@ class SASRec(nn.Module):
 def text_init(text: np.ndarray, dim: int, has_text: np.ndarray | None = None) -> np.ndarray:
     """MiniLM title embeddings [I, 384] -> [I, dim] initial item embeddings: their first ``dim``
     principal components, scaled to SASRec's initial norm; an item without a title (``has_text``
-    False) gets a small random vector instead."""
+    False) gets a small random vector instead. At least one item has a title."""
     x = text.astype(np.float64)
     mask = np.ones(len(x), dtype=bool) if has_text is None else np.asarray(has_text, dtype=bool)
-    mean = x[mask].mean(axis=0) if mask.any() else np.zeros(x.shape[1])
-    _, _, vt = (
-        np.linalg.svd(x[mask] - mean, full_matrices=False)
-        if mask.sum() > 1
-        else (
-            None,
-            None,
-            np.eye(x.shape[1]),
-        )
-    )
+    mean = x[mask].mean(axis=0)
+    _, _, vt = np.linalg.svd(x[mask] - mean, full_matrices=False)
     basis = vt[:dim].T  # [384, dim]
     out = (x - mean) @ basis
     if basis.shape[1] < dim:
         out = np.pad(out, ((0, 0), (0, dim - basis.shape[1])))
-    out /= max(float(np.linalg.norm(out[mask], axis=1).mean()) if mask.any() else 1.0, 1e-9)
+    out /= max(float(np.linalg.norm(out[mask], axis=1).mean()), 1e-9)
     rng = np.random.default_rng(0)
     out[~mask] = rng.normal(scale=dim**-0.5, size=(int((~mask).sum()), dim))
     return (out * 0.5).astype(np.float32)
@@ -185,7 +178,7 @@ class SequenceModel:
         gen = torch.Generator().manual_seed(self.cfg.seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
         hist: dict[str, list[float]] = {"loss": [], "val_ndcg@20": [], "epoch_seconds": []}
-        best, best_state, waited = -1.0, None, 0
+        stopper = EarlyStop(self.cfg.patience)
         bar = tqdm(range(epochs or self.cfg.max_epochs), desc=desc, unit="epoch")
         for _ in bar:
             started = time.perf_counter()
@@ -206,15 +199,9 @@ class SequenceModel:
             score = validate(self)
             hist["val_ndcg@20"].append(score)
             bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val=f"{score:.4f}")
-            if score > best:
-                best, waited = score, 0
-                best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= self.cfg.patience:
-                    break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+            if stopper.should_stop(score, self.net):
+                break
+        stopper.restore_best(self.net)
         self.net.eval()
         return hist
 

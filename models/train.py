@@ -337,7 +337,7 @@ def evaluate_models(data: TrainData, fitted: Fitted, dataset: str) -> dict[str, 
     }
     if fitted.filter is not None:
         scorer = fitted.filter.scorer(r_hist)
-        models["graph_filter"] = {**evaluate(scorer, truth, r_hist, n_items)}
+        models["graph_filter"] = evaluate(scorer, truth, r_hist, n_items)
     if fitted.sequence is not None:  # each user's train + val sequence, as serving reads it
         seqs = sequences(data.history, data.users, data.items)
         scorer = fitted.sequence.scorer(seqs, SERVE_LENGTH)
