@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install redis-up redis-down import backfill apply materialize summary train evaluate-all serve stream replay demo api-demo \
+.PHONY: help install redis-up redis-down import backfill apply materialize summary train evaluate-all serve stream replay demo api-demo retrain rollback \
         shop simulate test test-unit test-integration test-fallback bench lint format clean
 
 help: ## list every target
@@ -46,6 +46,12 @@ materialize: install redis-up ## load the latest offline features into Redis (Fe
 
 train: install ## train LightGCN + baselines + text cold start + ranker -> artifacts/latest
 	$(IG) train $(TRAIN_ARGS)
+
+retrain: install redis-up ## incremental training: warm-start on the live events and catalogue, serve if not worse on the newest window (RETRAIN_ARGS="--every 15m" to loop)
+	$(IG) retrain $(or $(RETRAIN_ARGS),--once)
+
+rollback: install ## serve the artifact served before the current one
+	$(IG) rollback
 
 evaluate-all: install ## every model alone and the served list on 4 splits (Online Retail, MovieLens; time cut, leave-last-out), one table
 	$(IG) evaluate --all-splits

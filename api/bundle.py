@@ -6,6 +6,7 @@ the graph, else its title projected by the learned text projection (cold items),
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import names as n
+from core.catalogue import Entry
 from models import artifact
 from models.ranker_features import ItemSpace
 from models.sequence import SequenceScorer
@@ -53,6 +55,9 @@ class Bundle:
     segments: dict[tuple[str, str], np.ndarray]  # (attribute, value) -> popular idx there
     user_segments: dict[str, list[tuple[str, str]]]  # user -> their (attribute, value)s
     space: ItemSpace  # the vectors the user vector and the GNN score are computed from
+    source: artifact.Artifact  # the artifact as read (the live catalogue is laid over it)
+    brands: list[str | None]
+    catalogue_version: int = 0  # the live catalogue's version laid over it (0: none)
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -60,14 +65,29 @@ class Bundle:
         do not fit together (the caller keeps what it serves)."""
         art = artifact.read(path)
         try:
-            return cls._build(art, path)
+            return cls._build(art, path, art)
         except (KeyError, IndexError, ValueError) as exc:
             raise artifact.IncompleteArtifact(
                 f"{path}: its files do not fit together ({exc.__class__.__name__}: {exc})"
             ) from exc
 
+    def with_catalogue(
+        self,
+        entries: Mapping[str, Entry],
+        encode: Callable[[list[str]], np.ndarray] | None,
+        version: int,
+    ) -> Bundle:
+        """This artifact with the live catalogue's ``entries`` laid over it
+        (:func:`models.artifact.with_catalogue`): new items placed by their titles, availability
+        as the shop last said. Built from the artifact as read, so an entry changed twice
+        counts once."""
+        art = artifact.with_catalogue(self.source, entries, encode)
+        bundle = Bundle._build(art, self.path, self.source)
+        bundle.catalogue_version = version
+        return bundle
+
     @classmethod
-    def _build(cls, art: artifact.Artifact, path: Path) -> Bundle:
+    def _build(cls, art: artifact.Artifact, path: Path, source: artifact.Artifact) -> Bundle:
         cat = art.catalogue
         index = {item: ix for ix, item in enumerate(cat[n.ITEM_ID])}
         graph_idx = np.array([index[i] for i in art.items], dtype=np.int64)
@@ -135,6 +155,12 @@ class Bundle:
             segments=segments,
             user_segments=user_segments,
             space=space,
+            source=source,
+            brands=(
+                [b if isinstance(b, str) and b else None for b in cat[n.BRAND]]
+                if n.BRAND in cat
+                else [None] * len(cat)
+            ),
         )
 
     # -- users ----------------------------------------------------------------------------
@@ -158,7 +184,8 @@ class Bundle:
         row = self.users.pop(user_id, None)
         self.user_segments.pop(user_id, None)
         if row is not None:
-            self.user_vectors[row] = 0
+            self.user_vectors[row] = 0  # the source's array too (a catalogue change rebuilds)
+            self.source.users[row] = artifact.FORGOTTEN_USER
 
     def seen_idx(self, user_id: str) -> np.ndarray:
         if user_id not in self.users:

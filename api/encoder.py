@@ -88,6 +88,12 @@ class GuardedEncoder:
                 self._free_at = max(self._free_at, done + (done - started) * self._rest)
             self._slots.release()
 
+    def encode_admin(self, texts: list[str]) -> np.ndarray:
+        """The catalogue's titles (an admin write, PUT /v1/items): no size bound, and it waits
+        for a free slot instead of refusing (requests keep their limits)."""
+        with self._slots:
+            return self._encoder.encode(texts)
+
     def _short_encode(self, texts: list[str]) -> np.ndarray:
         if not self._short.acquire(timeout=self._wait_s):
             self._metrics.encoder_refused.labels("busy").inc()

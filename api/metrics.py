@@ -69,3 +69,11 @@ class ApiMetrics:
             "ig_users_forgotten_total", "Shoppers forgotten (DELETE /v1/users/{id})", registry=reg
         )
         self.model_info = Info("ig_model", "The serving model artifact", registry=reg)
+        self.catalogue_version = Gauge(
+            "ig_catalogue_version",
+            "Version of the live catalogue laid over the serving model (PUT /v1/items)",
+            registry=reg,
+        )
+        self.catalogue_items = Counter(
+            "ig_catalogue_items_total", "Catalogue entries put through the API", registry=reg
+        )

@@ -217,6 +217,43 @@ class CatalogueItem(BaseModel):
     title: str | None
     category: str | None
     popularity: float = Field(description="Distinct shoppers of the item in training.")
+    brand: str | None = None
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
+
+
+class ItemIn(BaseModel):
+    """An item as the shop describes it (``PUT /v1/items/{item_id}``). A field left out keeps
+    what the catalogue has (for a new item: none); ``available`` false takes it off every
+    answer from the next request."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: Text | None = Field(None, description="Embedded at once: search, similar, retrieval.")
+    category: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    brand: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    available: bool = True
+
+
+class ItemInBatch(ItemIn):
+    item_id: Id
+
+
+class ItemBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[ItemInBatch] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ItemPlaced(BaseModel):
+    item_id: str
+    placed_by: str = Field(description="graph (trained), text (its title) or none (no title).")
+    available: bool
+
+
+class ItemsPut(BaseModel):
+    catalogue_version: int = Field(description="The live catalogue's version after the write.")
+    model_version: str
+    items: list[ItemPlaced]
 
 
 class CataloguePage(BaseModel):

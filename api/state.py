@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import redis
 from threadpoolctl import threadpool_limits
 
 from api.bundle import Bundle
@@ -17,11 +19,13 @@ from api.cache import ItemFeatureCache
 from api.encoder import GuardedEncoder
 from api.impressions import ImpressionLog
 from api.metrics import ApiMetrics
+from core import catalogue
 from core import names as n
+from core.catalogue import Entry
 from core.feast_store import service_refs
 from core.redis_server import redis_client
 from core.settings import Settings
-from models.artifact import ArtifactError
+from models.artifact import ArtifactError, latest_version
 from models.explore import ExploreConfig
 
 if TYPE_CHECKING:
@@ -98,14 +102,21 @@ class State:
             if settings.log_impressions
             else None
         )
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.RLock()
         self._last_degraded_log = 0.0
         self.bundle: Bundle | None = None
         self.encoder: GuardedEncoder | None = None
+        self._title_cache: dict[str, np.ndarray] = {}
+        self._serving_link: str | None = None
         try:
             self.load(None)
         except ArtifactError as exc:  # serve profile/health; recommend answers 503 until reload
             log.warning("no model loaded: %s (run `make train`, then POST /v1/admin/reload)", exc)
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if settings.watch_s > 0:
+            self._watcher = threading.Thread(target=self._watch, name="ig-watch", daemon=True)
+            self._watcher.start()
 
     def artifact_path(self, version: str | None) -> Path:
         path = self.settings.artifacts_dir / (version or "latest")
@@ -114,35 +125,111 @@ class State:
         return path
 
     def load(self, version: str | None) -> tuple[str, str | None]:
-        """Load an artifact (default: latest) and swap it in; returns (new, previous) versions."""
+        """Load an artifact (default: latest), lay the live catalogue over it and swap it in;
+        returns (new, previous) versions."""
         with self._reload_lock:
             bundle = Bundle.load(self.artifact_path(version))
-            if not self.settings.use_ranker:  # IG_USE_RANKER: off, order by the GNN score
-                bundle = replace(bundle, ranker=None)
-            elif bundle.ranker is not None:  # IG_RANKER_WEIGHT: another blend than chosen
-                bundle = replace(
-                    bundle,
-                    ranker=bundle.ranker.with_weight(
-                        self.settings.ranker_weight, self.settings.ranker_shares
-                    ),
-                )
-            if bundle.text is not None and self.encoder is None:
-                from models.text import TextEncoder
-
-                s = self.settings
-                self.encoder = GuardedEncoder(
-                    TextEncoder(),
-                    s.encode_max_chars,
-                    s.encoder_concurrency,
-                    s.encoder_wait_s,
-                    self.metrics,
-                    s.encoder_share,
-                )
+            self._ensure_encoder(bundle)
+            bundle = self._overrides(bundle)
+            try:
+                got, entries = catalogue.read(self.redis, self.settings.catalogue_key)
+                bundle = self._overrides(bundle.with_catalogue(entries, self._encoder_fn(), got))
+            except redis.RedisError as exc:  # served without it; the watcher lays it on later
+                log.warning("live catalogue unavailable (%s): serving the artifact's", exc)
             previous = self.bundle.version if self.bundle else None
             self.bundle = bundle  # one assignment: requests see the old or the new, never a mix
+            self._serving_link = latest_version(self.settings.artifacts_dir)
             self.metrics.model_info.info({"version": bundle.version, "path": str(bundle.path)})
             log.info("serving model %s (previous: %s)", bundle.version, previous)
             return bundle.version, previous
+
+    def put_items(self, entries: list[Entry]) -> int:
+        """PUT /v1/items: store ``entries`` in the live catalogue (Redis, so they survive a
+        restart and reach the next training) and serve them from the next request; returns
+        the catalogue's version."""
+        got = catalogue.put(self.redis, self.settings.catalogue_key, entries)
+        self.refresh_catalogue(got)
+        return got
+
+    def refresh_catalogue(self, known: int | None = None) -> bool:
+        """Lay the live catalogue over the serving artifact again when its version moved past
+        the one served (``known``: the version just written, saving a read); True if it did."""
+        with self._reload_lock:
+            bundle = self.bundle
+            if bundle is None or (known is not None and known <= bundle.catalogue_version):
+                return False
+            got, entries = catalogue.read(self.redis, self.settings.catalogue_key)
+            if got == bundle.catalogue_version:
+                return False
+            self.bundle = self._overrides(bundle.with_catalogue(entries, self._encoder_fn(), got))
+            self.metrics.catalogue_version.set(got)
+            return True
+
+    def watch_once(self) -> None:
+        """One look of the watcher: a newer live catalogue is laid on; a ``latest`` that now
+        points elsewhere (a promoted or rolled-back artifact) is loaded."""
+        try:
+            if catalogue.version(self.redis, self.settings.catalogue_key) != (
+                self.bundle.catalogue_version if self.bundle else 0
+            ):
+                self.refresh_catalogue()
+        except redis.RedisError:
+            pass  # the online store's outage is reported by the routes that need it
+        link = latest_version(self.settings.artifacts_dir)
+        if link is not None and link != self._serving_link:
+            try:
+                self.load(None)
+            except ArtifactError as exc:  # keep serving; try again when latest moves again
+                self._serving_link = link
+                log.warning("latest -> %s not loaded, still serving the old one: %s", link, exc)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.watch_s):
+            try:
+                self.watch_once()
+            except Exception:  # the watcher must outlive any one failure
+                log.exception("model/catalogue watcher")
+
+    def _encoder_fn(self) -> Callable[[list[str]], np.ndarray] | None:
+        return self._encode if self.encoder is not None else None
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Titles' embeddings, each title encoded once per process (a catalogue change lays
+        every entry on again)."""
+        assert self.encoder is not None
+        cached = [self._title_cache.get(t) for t in texts]
+        todo = sorted({t for t, c in zip(texts, cached, strict=True) if c is None})
+        if todo:
+            self._title_cache.update(zip(todo, self.encoder.encode_admin(todo), strict=True))
+        return np.stack([self._title_cache[t] for t in texts])
+
+    def _overrides(self, bundle: Bundle) -> Bundle:
+        """The settings' ranker overrides applied (IG_USE_RANKER, IG_RANKER_WEIGHT/SHARES)."""
+        if not self.settings.use_ranker:  # IG_USE_RANKER: off, order by the GNN score
+            return replace(bundle, ranker=None)
+        if bundle.ranker is not None and bundle.ranker is bundle.source.ranker:
+            return replace(  # IG_RANKER_WEIGHT: another blend than chosen
+                bundle,
+                ranker=bundle.ranker.with_weight(
+                    self.settings.ranker_weight, self.settings.ranker_shares
+                ),
+            )
+        return bundle
+
+    def _ensure_encoder(self, bundle: Bundle) -> None:
+        """The text encoder, created once the first artifact with text is loaded."""
+        if bundle.text is not None and self.encoder is None:
+            from models.text import TextEncoder
+
+            s = self.settings
+            self.encoder = GuardedEncoder(
+                TextEncoder(),
+                s.encode_max_chars,
+                s.encoder_concurrency,
+                s.encoder_wait_s,
+                self.metrics,
+                s.encoder_share,
+            )
 
     def forget(self, user_id: str) -> ForgetRecord:
         """Forget a shopper: what this process holds of them at once (the serving model's
@@ -167,7 +254,9 @@ class State:
         return record
 
     def close(self) -> None:
-        """Shutdown: write the impressions still buffered (a short wait at most)."""
+        """Shutdown: stop the watcher, write the impressions still buffered (a short wait at
+        most)."""
+        self._stop.set()
         if self.impressions is not None:
             self.impressions.close()
 

@@ -261,6 +261,9 @@ def main() -> int:
             from bench.sim_bench import simulation_figures  # closed loop: about 3 minutes
 
             results |= simulation_figures(get_settings(), artifacts, redis)
+            from bench.retrain_bench import retrain_figures  # a day's incremental cycle: ~2 min
+
+            results |= retrain_figures(get_settings(), artifacts, Path(tmp))
             from bench.forget_bench import forget_figures  # last: it deletes a shopper
 
             results |= forget_figures(get_settings(), artifacts, redis, Path(tmp))

@@ -58,7 +58,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="stop after the evaluated artifact (skip retraining on every user and item)",
     )
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="warm-start from the serving artifact on what the platform gained since (live "
+        "events, live catalogue), validate on the newest window, serve it only if not worse",
+    )
     p.set_defaults(func=cmd_train)
+
+    r = sub.add_parser(
+        "retrain",
+        help="run `ig train --incremental` on a schedule (the API picks up what it promotes)",
+    )
+    r.add_argument("--every", type=duration, default="15m", help="interval, e.g. 900, 90s, 15m, 1h")
+    r.add_argument("--once", action="store_true", help="one cycle, then exit")
+    r.add_argument(
+        "--reload-url",
+        help="also tell this API to reload when a cycle promotes (POST <url>/v1/admin/reload "
+        "with IG_API_KEY); an API on this machine watches `latest` by itself",
+    )
+    r.set_defaults(func=cmd_retrain)
+
+    b = sub.add_parser("rollback", help="serve the artifact served before the current one")
+    b.add_argument("--to", help="an artifact version under IG_ARTIFACTS_DIR instead")
+    b.set_defaults(func=cmd_rollback)
 
     t = sub.add_parser(
         "tune",
@@ -83,11 +106,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
+def duration(text: str) -> float:
+    """Seconds from ``900``, ``90s``, ``15m`` or ``1h``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError) as exc:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (900, 90s, 15m, 1h)") from exc
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"the interval must be positive, not {text!r}")
+    return seconds
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from models.lightgcn import LightGCNConfig
     from models.train import TrainConfig, train
 
     s = get_settings()
+    if args.incremental:
+        return 0 if _cycle(s, None) is not None else 2
     cfg = TrainConfig(
         dataset=args.dataset or s.dataset,
         split=args.split,
@@ -167,3 +204,63 @@ def _evaluate(s: Settings, path: Path, both: bool = True) -> None:
     metrics = evaluate_served(s, path, both=both)
     print_table(metrics)
     print(f"{RATIO}: {metrics[RATIO]}")
+
+
+def _cycle(s: Settings, reload_url: str | None) -> object | None:
+    """One ``train --incremental`` cycle, printed; None when it could not run."""
+    from core.redis_server import redis_client
+    from models.artifact import ArtifactError
+    from models.incremental import train_incremental
+
+    try:
+        outcome = train_incremental(s, redis_client(s, timeout=30.0))
+    except ArtifactError as exc:
+        print(f"no artifact to start from: {exc} (run `ig train` first)", file=sys.stderr)
+        return None
+    print(
+        f"incremental: {outcome.new_events} new events, {outcome.new_users} new users, "
+        f"{outcome.new_items} new items, {outcome.seconds} s; window NDCG@20 serving "
+        f"{outcome.ndcg20_before} -> candidate {outcome.ndcg20_after} "
+        f"({outcome.window_users} shoppers): {outcome.reason}"
+    )
+    if outcome.accepted and reload_url:
+        _tell_reload(s, reload_url)
+    return outcome
+
+
+def _tell_reload(s: Settings, url: str) -> None:
+    import httpx
+
+    key = s.api_key.get_secret_value() if s.api_key else ""
+    try:
+        r = httpx.post(f"{url.rstrip('/')}/v1/admin/reload", headers={"X-API-Key": key}, timeout=60)
+        print(f"reload {url}: {r.status_code} {r.text[:200]}")
+    except httpx.HTTPError as exc:  # the API watches latest too: it catches up by itself
+        print(f"reload {url} failed: {exc}", file=sys.stderr)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import time
+
+    s = get_settings()
+    while True:
+        started = time.monotonic()
+        if _cycle(s, args.reload_url) is None and args.once:
+            return 2
+        if args.once:
+            return 0
+        time.sleep(max(0.0, args.every - (time.monotonic() - started)))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from models.artifact import ArtifactError
+    from models.incremental import rollback
+
+    s = get_settings()
+    try:
+        old, new = rollback(s.artifacts_dir, args.to)
+    except (ValueError, ArtifactError) as exc:
+        print(f"cannot roll back: {exc}", file=sys.stderr)
+        return 2
+    print(f"latest: {old} -> {new} (an API watching latest loads it within IG_WATCH_S)")
+    return 0

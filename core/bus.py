@@ -125,6 +125,16 @@ def iter_entries(
         start = "(" + entry_id(got[-1][0])
 
 
+def iter_events(client: redis.Redis, stream: str, partitions: int = 1) -> Iterator[dict[str, Any]]:
+    """Every event on the bus, partition by partition, oldest first within each (entries that
+    are not a JSON object are left out: the live job dead-letters them)."""
+    for name in partition_streams(stream, partitions):
+        for raw_id, fields in iter_entries(client, name):
+            event = decode_entry(raw_id, fields)
+            if INVALID not in event:
+                yield event
+
+
 def entry_id(value: bytes | str) -> str:
     """An entry id as text."""
     return value.decode() if isinstance(value, bytes) else value

@@ -95,6 +95,23 @@ class Settings(BaseSettings):
     )
 
     artifacts_dir: Path = Field(ROOT / "artifacts", description="Trained artifacts (+ latest).")
+    catalogue_key: str = Field(
+        "ig:catalogue",
+        description="Redis hash of the live catalogue (PUT /v1/items/{id}): items put after "
+        "training, served at once and trained on by the next ig train --incremental.",
+    )
+    watch_s: float = Field(
+        1.0,
+        ge=0,
+        description="API: how often it checks the live catalogue's version and where "
+        "artifacts/latest points, applying a change by itself (0: never; reload by hand).",
+    )
+    retrain_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="ig train --incremental: a new artifact is served when its NDCG@20 on the "
+        "latest held-out window is at least the serving one's minus this.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="Admin key: POST /v1/events, /v1/admin/*, DELETE /v1/users/{id} (X-API-Key); "

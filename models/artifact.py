@@ -9,10 +9,11 @@ with :func:`save`; the API reads it with :func:`read` (api.bundle builds on that
 from __future__ import annotations
 
 import json
+import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from core import names as n
+from core.catalogue import Entry
 from models.ranker import Ranker
 
 MANIFEST = "manifest.json"
@@ -92,8 +94,9 @@ class Artifact:
     sequence_items: np.ndarray | None = None
 
 
-def save(artifact: Artifact, out_root: Path) -> Path:
-    """Write ``artifact`` to ``out_root/<manifest version>`` and point ``latest`` at it."""
+def save(artifact: Artifact, out_root: Path, promote: bool = True) -> Path:
+    """Write ``artifact`` to ``out_root/<manifest version>`` and (``promote``) point ``latest``
+    at it."""
     out = out_root / artifact.manifest["version"]
     out.mkdir(parents=True)
     if artifact.weights is not None:
@@ -124,11 +127,47 @@ def save(artifact: Artifact, out_root: Path) -> Path:
     # the manifest goes last and names every file: a folder without it, or without one of
     # them, was not fully written (read() refuses it)
     (out / MANIFEST).write_text(json.dumps({**artifact.manifest, FILES: files}, indent=2))
-    latest = out_root / LATEST
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(out.name)
+    if promote:
+        point_latest(out_root, out.name)
     return out
+
+
+SERVED_LOG = "served.log"  # "<promote|rollback> <version>" per line: what latest pointed at
+PROMOTE, ROLLBACK = "promote", "rollback"
+
+
+def point_latest(root: Path, version: str, action: str = PROMOTE) -> None:
+    """``root/latest`` -> ``version``, swapped in one rename (a reader resolving ``latest``
+    finds the old artifact or the new one, never no link), and the move recorded in
+    ``served.log`` (:func:`served_stack`)."""
+    tmp = Path(root) / f".{LATEST}.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(version)
+    os.replace(tmp, Path(root) / LATEST)
+    with open(Path(root) / SERVED_LOG, "a") as f:
+        f.write(f"{action} {version}\n")
+
+
+def served_stack(root: Path) -> list[str]:
+    """The versions served, oldest first, as promotions pushed them and rollbacks popped them:
+    the last is what ``latest`` serves, the one before it what a rollback returns to."""
+    log = Path(root) / SERVED_LOG
+    stack: list[str] = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        action, _, version = line.partition(" ")
+        if action == PROMOTE:
+            stack.append(version)
+        elif action == ROLLBACK:
+            while stack and stack[-1] != version:
+                stack.pop()
+    return stack
+
+
+def latest_version(root: Path) -> str | None:
+    """The version ``root/latest`` points at (None: no link)."""
+    link = Path(root) / LATEST
+    return os.readlink(link) if link.is_symlink() else None
 
 
 def read(path: Path) -> Artifact:
@@ -275,3 +314,71 @@ def evaluated_path(path: Path) -> Path:
     manifest = path / MANIFEST
     name = json.loads(manifest.read_text()).get(EVALUATION) if manifest.exists() else None
     return path.resolve().parent / name if name else path
+
+
+def with_catalogue(
+    art: Artifact,
+    entries: Mapping[str, Entry],
+    encode: Callable[[list[str]], np.ndarray] | None,
+) -> Artifact:
+    """``art`` with the live catalogue's ``entries`` (core.catalogue) laid over its catalogue:
+    a known item takes the entry's title, category, brand and availability (a None keeps the
+    artifact's value); a new item is appended (no popularity, not in the graph) with its title
+    embedded by ``encode`` (texts -> [N, 384]) so that serving places it by the artifact's text
+    projection. Every array over the catalogue grows with it (new rows and columns empty)."""
+    if not entries:
+        return art
+    cat = art.catalogue.copy()
+    if n.BRAND not in cat:
+        cat[n.BRAND] = None
+    index = {str(i): j for j, i in enumerate(cat[n.ITEM_ID])}
+    new = [e for item_id, e in entries.items() if item_id not in index]
+    if new:
+        cat = pd.concat(
+            [
+                cat,
+                pd.DataFrame(
+                    {
+                        n.ITEM_ID: [e.item_id for e in new],
+                        n.TITLE: [e.title for e in new],
+                        n.CATEGORY: [e.category for e in new],
+                        n.BRAND: [e.brand for e in new],
+                        POPULARITY: 0,
+                        IN_GRAPH: False,
+                        AVAILABLE: True,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+        index.update({e.item_id: len(index) + k for k, e in enumerate(new)})
+    retitled = [index[e.item_id] for e in new if e.title]
+    for item_id, e in entries.items():
+        row = index[item_id]
+        for column, value in ((n.TITLE, e.title), (n.CATEGORY, e.category), (n.BRAND, e.brand)):
+            if value is not None:
+                if column == n.TITLE and cat.at[row, n.TITLE] != value:
+                    retitled.append(row)
+                cat.at[row, column] = value
+        cat.at[row, AVAILABLE] = bool(e.available)
+    grow = len(cat) - len(art.catalogue)
+    text = art.text_embeddings
+    if text is not None:
+        text = np.vstack([text, np.zeros((grow, text.shape[1]), dtype=text.dtype)])
+        rows = sorted({r for r in retitled if str(cat.at[r, n.TITLE]).strip()})
+        if rows and encode is not None:
+            text[rows] = encode([str(cat.at[r, n.TITLE]) for r in rows])
+    size = len(cat)
+    seen = art.seen
+    if seen is not None and grow:
+        seen = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=(seen.shape[0], size))
+    gf = art.graph_filter
+    if gf is not None and grow:
+        indptr = np.concatenate([gf.indptr, np.full(grow, gf.indptr[-1], dtype=gf.indptr.dtype)])
+        gf = sp.csr_matrix((gf.data, gf.indices, indptr), shape=(size, size))
+    seq = art.sequence_items
+    if seq is not None and grow:
+        seq = np.vstack([seq, np.zeros((grow, seq.shape[1]), dtype=seq.dtype)])
+    return replace(
+        art, catalogue=cat, text_embeddings=text, seen=seen, graph_filter=gf, sequence_items=seq
+    )

@@ -92,21 +92,38 @@ def interaction_matrix(
 
 
 def edge_weights(
-    events: pd.DataFrame, users: IdMap, items: IdMap, half_life_days: float
+    events: pd.DataFrame,
+    users: IdMap,
+    items: IdMap,
+    half_life_days: float,
+    max_gap_days: float | None = None,
 ) -> sp.csr_matrix:
     """Users x items graph edge weights: log(1 + sum over events of behaviour weight x recency),
-    recency halving every ``half_life_days`` before the last event in ``events``."""
+    recency halving every ``half_life_days`` before the last event in ``events``; with
+    ``max_gap_days``, a quiet spell longer than that counts as that long (live events years
+    after an old imported log must not erase it)."""
     u = users.encode(events[n.USER_ID])
     i = items.encode(events[n.ITEM_ID])
     keep = (u >= 0) & (i >= 0)
-    ts = events[n.EVENT_TIMESTAMP]
-    age_days = (ts.max() - ts).dt.total_seconds().to_numpy() / 86_400
+    age_days = activity_age_days(events[n.EVENT_TIMESTAMP], max_gap_days)
     w = events[n.EVENT_TYPE].map(n.EVENT_WEIGHTS).to_numpy(dtype=np.float64)
     w = w * 0.5 ** (age_days / half_life_days)
     m = sp.csr_matrix((w[keep], (u[keep], i[keep])), shape=(len(users), len(items)))
     m.sum_duplicates()
     m.data = np.log1p(m.data)
     return m.astype(np.float32)
+
+
+def activity_age_days(ts: pd.Series, max_gap_days: float | None = None) -> np.ndarray:
+    """Days from each time in ``ts`` to the last, every gap between consecutive distinct times
+    shortened to ``max_gap_days`` at most (None: plain ages)."""
+    seconds = (ts - ts.min()).dt.total_seconds().to_numpy()
+    if max_gap_days is None or len(seconds) == 0:
+        return (seconds.max(initial=0.0) - seconds) / 86_400
+    times, where = np.unique(seconds, return_inverse=True)
+    steps = np.minimum(np.diff(times), max_gap_days * 86_400)
+    on_clock = np.concatenate([[0.0], np.cumsum(steps)])
+    return np.asarray((on_clock[-1] - on_clock[where]) / 86_400)
 
 
 def ground_truth(

@@ -596,7 +596,7 @@ def build_catalogue(items_table: pd.DataFrame, history: pd.DataFrame, items: IdM
             artifact.POPULARITY: cat[n.ITEM_ID].map(pop).fillna(0).astype(np.int64),
             artifact.IN_GRAPH: cat[n.ITEM_ID].isin(items.index),
             artifact.AVAILABLE: (
-                cat[artifact.AVAILABLE].fillna(True).astype(bool)
+                cat[artifact.AVAILABLE].map(lambda v: True if pd.isna(v) else bool(v))
                 if artifact.AVAILABLE in cat
                 else True
             ),

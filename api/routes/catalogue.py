@@ -50,4 +50,5 @@ def catalogue_item(bundle: Bundle, ix: int) -> CatalogueItem:
         title=bundle.titles[ix],
         category=bundle.categories[ix],
         popularity=float(bundle.popularity[ix]),
+        brand=bundle.brands[ix],
     )

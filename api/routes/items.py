@@ -1,4 +1,5 @@
-"""Items: ``/v1/items?ids=`` (names and categories), ``/v1/items/{item_id}/similar``."""
+"""Items: ``/v1/items?ids=`` (names and categories), ``PUT /v1/items[/{item_id}]`` (the live
+catalogue), ``/v1/items/{item_id}/similar``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from api.bundle import NONE
-from api.deps import BundleDep, ItemPath, K
+from api.deps import BundleDep, ItemPath, K, StateDep, WriteKey
+from api.features import STORE_DOWN
 from api.routes.catalogue import catalogue_item
-from api.schemas import CatalogueItem, SimilarItem, SimilarResponse
+from api.schemas import (
+    CatalogueItem,
+    ItemBatch,
+    ItemIn,
+    ItemPlaced,
+    ItemsPut,
+    SimilarItem,
+    SimilarResponse,
+)
+from api.state import State
+from core.catalogue import Entry
 
 router = APIRouter(prefix="/v1/items", tags=["recommend"])
 MAX_IDS = 100
@@ -29,6 +41,48 @@ def lookup(
         raise HTTPException(422, f"ids must name 1..{MAX_IDS} items, comma-separated")
     found = [bundle.index[i] for i in wanted if i in bundle.index]
     return [catalogue_item(bundle, ix) for ix in found]
+
+
+@router.put("", response_model=ItemsPut, tags=["catalogue"], dependencies=[WriteKey])
+def put_items(state: StateDep, bundle: BundleDep, body: ItemBatch) -> ItemsPut:
+    """Put many items into the live catalogue at once (``{"items": [{"item_id": ..., ...}]}``,
+    up to 1,000): as ``PUT /v1/items/{item_id}`` each, in one write."""
+    if len({i.item_id for i in body.items}) != len(body.items):
+        raise HTTPException(422, "an item_id appears twice in the batch")
+    entries = [Entry(i.item_id, i.title, i.category, i.brand, i.available) for i in body.items]
+    return _put(state, entries)
+
+
+@router.put("/{item_id}", response_model=ItemsPut, tags=["catalogue"], dependencies=[WriteKey])
+def put_item(state: StateDep, bundle: BundleDep, item_id: ItemPath, body: ItemIn) -> ItemsPut:
+    """Add an item to the catalogue or change one: title, category, brand, availability. A new
+    titled item is embedded at once and placed in the item space by the model's text
+    projection: search, ``similar`` and retrieval see it from the next request. Kept in Redis
+    (``IG_CATALOGUE_KEY``): it survives restarts, and ``ig train --incremental`` trains on it."""
+    return _put(state, [Entry(item_id, body.title, body.category, body.brand, body.available)])
+
+
+def _put(state: State, entries: list[Entry]) -> ItemsPut:
+    try:
+        version = state.put_items(entries)
+    except STORE_DOWN as exc:
+        state.store_lost(exc)
+        raise HTTPException(503, f"catalogue store unavailable, nothing written: {exc}") from exc
+    state.metrics.catalogue_items.inc(len(entries))
+    bundle = state.bundle
+    assert bundle is not None
+    return ItemsPut(
+        catalogue_version=version,
+        model_version=bundle.version,
+        items=[
+            ItemPlaced(
+                item_id=e.item_id,
+                placed_by=str(bundle.placed_by[bundle.index[e.item_id]]),
+                available=bool(bundle.available[bundle.index[e.item_id]]),
+            )
+            for e in entries
+        ],
+    )
 
 
 @router.get("/{item_id}/similar", response_model=SimilarResponse)

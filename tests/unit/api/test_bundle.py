@@ -173,3 +173,36 @@ def test_reasons_match_how_an_item_was_found(bundle):
     assert rec.explain(bundle, 5, ["popular"], False, none, []) == "popular right now"
     assert rec.explain(bundle, 3, ["category"], False, none, ["bag"]).startswith("popular in bag")
     assert rec.explain(bundle, 3, ["gnn"], True, anchors, []).startswith("new for you")
+
+
+def test_the_live_catalogue_adds_a_titled_item_placed_by_text_and_takes_one_off_sale(bundle):
+    from core.catalogue import Entry
+
+    encoded = []
+
+    def encode(titles):  # a "bag" title lands on text axis 1
+        encoded.extend(titles)
+        return np.array([[0.0, 1.0, 0.0]] * len(titles), dtype=np.float32)
+
+    entries = {
+        "new-bag": Entry("new-bag", "bag newest", "bag", "Acme"),
+        "i0": Entry("i0", None, None, None, available=False),  # out of stock, rest kept
+    }
+    live = bundle.with_catalogue(entries, encode, version=3)
+    assert encoded == ["bag newest"] and live.catalogue_version == 3
+    ix = live.index["new-bag"]
+    assert (ix, live.placed_by[ix], live.brands[ix], live.categories[ix]) == (
+        8,
+        "text",
+        "Acme",
+        "bag",
+    )
+    assert live.retrievable[ix] and live.text.shape[0] == 9 and live.seen.shape == (1, 9)
+    assert ix in live.similar(live.index["i3"], 3)[0]  # next to the bags
+    assert not live.available[0] and not live.retrievable[0] and live.titles[0] == "mug a"
+    assert 0 not in live.retrieve(np.array([1.0, 0.0], "f4"), 8)[0]
+    assert ix in live.by_category["bag"]
+    # built from the artifact as read: laying the same entries on again changes nothing more
+    again = live.with_catalogue(entries, encode, version=4)
+    assert len(again.ids) == 9 and encoded == ["bag newest", "bag newest"]
+    assert bundle.available[0] and len(bundle.ids) == 8  # the bundle it came from is unchanged
