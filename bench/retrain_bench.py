@@ -98,6 +98,7 @@ def day_cycle(settings: Settings, artifacts: Path, workdir: Path) -> dict[str, A
                 "retrain_cycle_ndcg20_before": outcome.ndcg20_before,
                 "retrain_cycle_ndcg20_after": outcome.ndcg20_after,
                 "retrain_cycle_accepted": int(outcome.accepted),
+                "retrain_cycle_diff_upper95": outcome.ndcg20_diff_upper95,
                 "retrain_window_users": outcome.window_users,
                 "retrain_new_users": outcome.new_users,
                 "retrain_new_items": outcome.new_items,

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     retrain_tolerance: float = Field(
         0.0,
         ge=0,
-        description="ig train --incremental: a new artifact is served when its NDCG@20 on the "
-        "latest held-out window is at least the serving one's minus this.",
+        description="ig train --incremental: a new artifact is refused when it is worse than "
+        "the serving one on the latest held-out window beyond chance and this margin (the 95% "
+        "upper bound of its per-shopper NDCG@20 difference below minus this).",
     )
     api_key: SecretStr | None = Field(
         None,

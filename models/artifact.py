@@ -158,9 +158,13 @@ def served_stack(root: Path) -> list[str]:
         action, _, version = line.partition(" ")
         if action == PROMOTE:
             stack.append(version)
-        elif action == ROLLBACK:
-            while stack and stack[-1] != version:
+        elif action == ROLLBACK:  # off with the current one; back to ``version`` or onto it
+            if stack:
                 stack.pop()
+            if version in stack:
+                del stack[len(stack) - stack[::-1].index(version) :]
+            else:
+                stack.append(version)
     return stack
 
 

@@ -17,8 +17,9 @@ validated on the latest held-out window, served only when it is not worse.
    ``ig train``).
 4. **safe roll-out**: both artifacts rank the window's items for the window's shoppers the way
    the API retrieves (the trained user vector moved toward the recent items, every catalogue
-   item placed by the graph or by its title); NDCG@20 of the candidate must be at least the
-   serving one's minus ``IG_RETRAIN_TOLERANCE``. Only then does ``latest`` move (one rename),
+   item placed by the graph or by its title); the candidate is refused when it is worse beyond
+   chance: the one-sided 95% upper bound of its per-shopper NDCG@20 difference from the
+   serving one is below ``-IG_RETRAIN_TOLERANCE``. Only then does ``latest`` move (one rename),
    and the API loads it by itself (it watches ``latest``). A refused candidate stays on disk,
    marked refused; ``ig rollback`` points ``latest`` back at the previously served version.
 """
@@ -65,7 +66,7 @@ class IncrementalConfig:
     epochs: int = 5  # LightGCN epochs from the warm start
     window_frac: float = 0.2  # newest share of the new events held out to validate on
     min_new_events: int = 2 * MIN_WINDOW_EVENTS  # fewer: nothing to train (no candidate)
-    tolerance: float = 0.0  # accepted when NDCG@20 >= serving's - tolerance
+    tolerance: float = 0.0  # refused when worse beyond chance and this (worse_bound)
     max_gap_days: float = 30.0  # edge recency: a longer quiet spell counts as this long
     seed: int = 0
     warm: bool = True  # False: LightGCN from scratch on the same data (the full recipe's cost)
@@ -81,6 +82,7 @@ class Outcome:
     reason: str = ""
     ndcg20_before: float | None = None
     ndcg20_after: float | None = None
+    ndcg20_diff_upper95: float | None = None  # one-sided bound of (candidate - serving)
     window_users: int = 0
     window_events: int = 0
     new_events: int = 0
@@ -203,21 +205,34 @@ def roll_out(
     universe = IdMap(cand_art.catalogue[n.ITEM_ID].astype(str).tolist())
     text = cand_art.text_embeddings
     live_w = settings.live_interest_weight
-    before = window_ndcg(serving_art, fit, window, universe, text, live_w)
-    after = window_ndcg(cand_art, fit, window, universe, text, live_w)
+    before, before_each = window_ndcg(serving_art, fit, window, universe, text, live_w)
+    after, after_each = window_ndcg(cand_art, fit, window, universe, text, live_w)
     outcome.ndcg20_before, outcome.ndcg20_after = before["ndcg@20"], after["ndcg@20"]
     outcome.window_users = int(after["users"])
-    outcome.accepted = after["ndcg@20"] >= before["ndcg@20"] - tolerance
+    upper = worse_bound(after_each - before_each)
+    outcome.ndcg20_diff_upper95 = round(upper, 5)
+    outcome.accepted = upper >= -tolerance
     if outcome.accepted:
         promote(candidate.parent, candidate.name)
         outcome.reason = "not worse than the serving artifact on the window: served"
     else:
         outcome.reason = (
-            f"NDCG@20 on the window {after['ndcg@20']:.4f} < serving {before['ndcg@20']:.4f}"
-            f" - {tolerance}: refused, still serving {serving.name}"
+            f"worse than the serving artifact on the window: NDCG@20 {after['ndcg@20']:.4f} vs "
+            f"{before['ndcg@20']:.4f}, the difference's 95% upper bound {upper:.4f} below "
+            f"-{tolerance}: refused, still serving {serving.name}"
         )
         (candidate / REFUSED).write_text(outcome.reason + "\n")
     return outcome.accepted
+
+
+def worse_bound(diffs: np.ndarray) -> float:
+    """The one-sided 95% upper bound of the mean of per-shopper differences (candidate minus
+    serving): below -tolerance means the candidate is worse beyond chance; a small window's
+    noise alone refuses nothing."""
+    if len(diffs) == 0:
+        return 0.0
+    spread = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+    return float(np.mean(diffs)) + 1.645 * spread
 
 
 def _warm_fit(
@@ -343,13 +358,14 @@ def window_ndcg(
     text: np.ndarray | None,
     live_weight: float,
     k: int = 20,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], np.ndarray]:
     """How ``art`` ranks the ``window``'s items for its shoppers, as the API's GNN retrieval
     does: each shopper's trained vector moved toward their 20 most recent items before the
     window (``fit``), every item of ``universe`` placed by the graph, else by its title
     (``text`` [C, 384] in universe order) through the artifact's projection; items the shopper
     had before the window are left out. Recall/NDCG/hit at 10 and ``k``, over every window
-    shopper with an item they had not had before."""
+    shopper with an item they had not had before, and each one's NDCG@``k`` (in the order of
+    their ids: two artifacts' arrays pair up)."""
     dim = art.item_embeddings.shape[1]
     vectors = np.zeros((len(universe), dim), dtype=np.float32)
     placed = np.zeros(len(universe), dtype=bool)
@@ -386,7 +402,11 @@ def window_ndcg(
         scores[[universe.index[i] for i in set(before) if i in universe.index]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         ranked[j] = top[np.isfinite(scores[top])]
-    return ranked_metrics(ranked, truth, len(universe), (10, k))
+    each = np.array(
+        [ranked_metrics({u: ranked.get(u, [])}, {u: t}, len(universe), (k,))[f"ndcg@{k}"]
+         for u, t in truth.items()]
+    )  # fmt: skip
+    return ranked_metrics(ranked, truth, len(universe), (10, k)), each
 
 
 def promote(root: Path, version: str) -> None:
@@ -403,6 +423,10 @@ def rollback(root: Path, to: str | None = None) -> tuple[str | None, str]:
         stack = [v for v in artifact.served_stack(root) if (root / v / artifact.MANIFEST).exists()]
         while stack and stack[-1] == current:
             stack.pop()
+        if not stack and current is not None:  # no history (an older project): its base
+            manifest = json.loads((root / current / artifact.MANIFEST).read_text())
+            if (root / str(manifest.get(BASE)) / artifact.MANIFEST).exists():
+                stack = [manifest[BASE]]
         if not stack:
             raise ValueError(f"no earlier served artifact under {root} to roll back to")
         to = stack[-1]

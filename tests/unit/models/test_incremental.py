@@ -51,3 +51,14 @@ def test_retrain_interval_parses_units_and_refuses_nonsense():
         with pytest.raises(argparse.ArgumentTypeError):
             duration(bad)
     assert np.isfinite(duration("1.5h"))
+
+
+def test_only_a_difference_beyond_chance_refuses_a_candidate():
+    from models.incremental import worse_bound
+
+    noisy = np.array([0.3, -0.4, 0.1, -0.2, 0.0, -0.1])  # mean -0.05 on six shoppers
+    assert worse_bound(noisy) > 0  # could be chance: not refused
+    broken = np.full(200, -0.05) + np.random.default_rng(0).normal(0, 0.05, 200)
+    assert worse_bound(broken) < -0.03  # worse for certain
+    assert worse_bound(np.zeros(50)) == 0.0  # the same model: not worse
+    assert worse_bound(np.array([])) == 0.0 and worse_bound(np.array([-0.2])) == -0.2
