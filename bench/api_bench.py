@@ -44,6 +44,7 @@ def _env(settings: Settings, artifacts: Path) -> dict[str, str]:
         "IG_ARTIFACTS_DIR": str(artifacts),
         "IG_API_KEY": API_KEY,
         "IG_EVENTS_STREAM": "bench:api:events",
+        "IG_CATALOGUE_KEY": "bench:api:catalogue",  # the fuzzer puts items: its own catalogue
         "OMP_WAIT_POLICY": "PASSIVE",
         "OMP_NUM_THREADS": "1",
     }

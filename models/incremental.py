@@ -52,7 +52,7 @@ from models.lightgcn import InterestGCN, LightGCNConfig, normalized_adjacency
 from models.ranker_features import ItemSpace
 from models.serve_all import reindex_rows
 from models.text import TextProjection
-from models.train import bought, build_catalogue, in_catalogue
+from models.train import bought, build_catalogue, in_catalogue, reuse_titles
 
 TRAINED_UNTIL = "trained_until"  # manifest key: the last event time the artifact learned from
 BASE = "base"  # manifest key: the artifact an incremental one was warm-started from
@@ -280,7 +280,7 @@ def _warm_fit(
     cat_ids = IdMap(cat[n.ITEM_ID].tolist())
     text = projection = None
     if base_art.text_embeddings is not None:
-        text = _catalogue_text(base_art, cat)
+        text = reuse_titles(base_art.catalogue, base_art.text_embeddings, cat)
         graph_rows = [cat_ids.index[i] for i in items.ids]
         projection = TextProjection.fit(text[graph_rows], item_emb.numpy()).weight
     gf = None
@@ -321,33 +321,6 @@ def _warm_fit(
         sequence_weights=base_art.sequence_weights,
         sequence_items=seq,
     )
-
-
-def _catalogue_text(base_art: artifact.Artifact, cat: pd.DataFrame) -> np.ndarray:
-    """MiniLM title embeddings [C, 384] of ``cat``: the base's rows where the title is the same,
-    the encoder for new or changed titles only."""
-    assert base_art.text_embeddings is not None
-    known = {
-        (str(i), t): row
-        for row, (i, t) in enumerate(
-            zip(base_art.catalogue[n.ITEM_ID], base_art.catalogue[n.TITLE], strict=True)
-        )
-        if isinstance(t, str)
-    }
-    text = np.zeros((len(cat), base_art.text_embeddings.shape[1]), dtype=np.float32)
-    todo = []
-    for row, (i, t) in enumerate(zip(cat[n.ITEM_ID], cat[n.TITLE], strict=True)):
-        if not isinstance(t, str) or not t.strip():
-            continue
-        if (str(i), t) in known:
-            text[row] = base_art.text_embeddings[known[(str(i), t)]]
-        else:
-            todo.append(row)
-    if todo:
-        from models.text import TextEncoder
-
-        text[todo] = TextEncoder().encode([str(cat[n.TITLE].iloc[r]) for r in todo])
-    return text
 
 
 def window_ndcg(

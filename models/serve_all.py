@@ -33,6 +33,7 @@ from models.train import (
     TrainData,
     build_catalogue,
     package,
+    reuse_titles,
     text_cold_start,
 )
 
@@ -66,9 +67,13 @@ def train_served(
             data.r_hist, GraphFilterConfig(), metrics["graph_filter"].get("l2")
         )
     catalogue = build_catalogue(data.items_table, data.history, data.items)
-    text = text_cold_start(data, catalogue, user_emb, item_emb, np.random.default_rng(cfg.seed))
-    text.pop("metrics")
     evaluated_art = artifact.read(evaluated)
+    titles = None  # the evaluated run's title embeddings, the encoder for the rest only
+    if evaluated_art.text_embeddings is not None:
+        titles = reuse_titles(evaluated_art.catalogue, evaluated_art.text_embeddings, catalogue)
+    rng = np.random.default_rng(cfg.seed)
+    text = text_cold_start(data, catalogue, user_emb, item_emb, rng, titles)
+    text.pop("metrics")
     if evaluated_art.sequence_items is not None and evaluated_art.sequence_weights:
         # the evaluated run's sequence model as it is (it reads sequences, not users: nothing
         # to refit for new shoppers), its item table over this catalogue

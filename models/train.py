@@ -295,6 +295,30 @@ def encode_titles(catalogue: pd.DataFrame) -> np.ndarray | None:
     return TextEncoder().encode(titles.tolist(), progress=True)
 
 
+def reuse_titles(old: pd.DataFrame, old_text: np.ndarray, catalogue: pd.DataFrame) -> np.ndarray:
+    """MiniLM title embeddings [C, 384] of ``catalogue``: ``old_text``'s row (catalogue ``old``)
+    where an item's title is the same, the encoder for new or changed titles only."""
+    known = {
+        (str(i), t): row
+        for row, (i, t) in enumerate(zip(old[n.ITEM_ID], old[n.TITLE], strict=True))
+        if isinstance(t, str)
+    }
+    text = np.zeros((len(catalogue), old_text.shape[1]), dtype=np.float32)
+    todo = []
+    for row, (i, t) in enumerate(zip(catalogue[n.ITEM_ID], catalogue[n.TITLE], strict=True)):
+        if not isinstance(t, str) or not t.strip():
+            continue
+        if (str(i), t) in known:
+            text[row] = old_text[known[(str(i), t)]]
+        else:
+            todo.append(row)
+    if todo:
+        from models.text import TextEncoder
+
+        text[todo] = TextEncoder().encode([str(catalogue[n.TITLE].iloc[r]) for r in todo])
+    return text
+
+
 def fit_sequence(
     data: TrainData,
     fitted: Fitted,

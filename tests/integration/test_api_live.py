@@ -30,6 +30,7 @@ def settings(feast_project, trained):
             "artifacts_dir": trained.parent,
             "api_key": SecretStr(KEY),
             "events_stream": f"test:{tag}:events",
+            "catalogue_key": f"test:{tag}:catalogue",  # the fuzzer puts items
             "dead_letter_stream": f"test:{tag}:dead",
         }
     )

@@ -26,6 +26,7 @@ def settings(feast_project, trained):
             "artifacts_dir": trained.parent,
             "api_key": SecretStr(KEY),
             "events_stream": f"test:shop:{uuid.uuid4().hex[:8]}",
+            "catalogue_key": f"test:shop:{uuid.uuid4().hex[:8]}:catalogue",
             "log_impressions": False,
         }
     )
