@@ -110,6 +110,10 @@ def day_cycle(settings: Settings, artifacts: Path, workdir: Path) -> dict[str, A
                 "retrain_full_ndcg20": outcome.ndcg20_after,
             }
     client.delete("bench:retrain:events")
+    # the two artifact folders and the cut log hold every shopper: gone once measured (the
+    # forget figure, later, scans the bench's folder for leftovers of one)
+    for done in (data, *(workdir / f"retrain-artifacts-{k}" for k in ("warm", "full"))):
+        shutil.rmtree(done, ignore_errors=True)
     return results
 
 
