@@ -104,11 +104,11 @@ def reindex_rows(rows: np.ndarray, old: pd.DataFrame, new: pd.DataFrame) -> np.n
 
 
 class ServedTraining:
-    """The served model's LightGCN, trained on every event in a process of its own as soon as
-    the evaluated run knows its epoch count (:meth:`start`, ``ig train`` passes it to
-    models.train.train as ``after_fit``). It so overlaps the evaluated run's mostly
-    single-threaded rest (ranker rows from Feast, the replay of the served list) on the other
-    core; :meth:`result` waits for its weights."""
+    """The served model's LightGCN, trained on every event in a process of its own once the
+    evaluated run knows its epoch count and has done its multi-threaded training
+    (:meth:`start`, ``ig train`` passes it to models.train.train as ``after_fit``). It so
+    overlaps the evaluated run's mostly single-threaded rest (ranker rows from Feast, the
+    replay of the served list) on the other core; :meth:`result` waits for its weights."""
 
     def __init__(self, settings: Settings, cfg: TrainConfig, gcn_cfg: LightGCNConfig) -> None:
         self.settings, self.cfg, self.gcn_cfg = settings, cfg, gcn_cfg

@@ -137,8 +137,9 @@ def train(
 ) -> Path:
     """data -> fit -> evaluate -> save: the evaluated artifact's folder (trained on the split's
     train+val; models.serve_all trains the served one on everything). ``after_fit`` is called
-    with LightGCN's chosen epoch count as soon as it is known (ig train starts the served
-    model's training there, models.serve_all.ServedTraining). ``seq_cfg``: the sequence
+    with LightGCN's chosen epoch count once the multi-threaded training is done (ig train
+    starts the served model's training there, models.serve_all.ServedTraining, beside the
+    mostly single-threaded rest). ``seq_cfg``: the sequence
     model's (default: SequenceConfig's defaults with ``cfg.seed``)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -151,14 +152,15 @@ def train(
         name: int(np.argmax(hist["val_ndcg@20"])) + 1
         for name, hist in (("lightgcn", fitted.gcn_hist), ("bpr_mf", fitted.mf_hist))
     }
-    if after_fit is not None:
-        after_fit(best_epochs["lightgcn"])
     catalogue = build_catalogue(data.items_table, data.history, data.items)
     catalogue_text = encode_titles(catalogue)
     if cfg.sequence:
         seq_cfg = seq_cfg or SequenceConfig(seed=cfg.seed)
         fit_sequence(data, fitted, catalogue, catalogue_text, seq_cfg)
         best_epochs["sequence"] = int(np.argmax(fitted.sequence_hist["val_ndcg@20"])) + 1
+    if after_fit is not None:  # after the training that uses both cores: what follows (test
+        # metrics, ranker rows from Feast, the replay) is mostly one thread, the other is free
+        after_fit(best_epochs["lightgcn"])
     metrics = evaluate_models(data, fitted, cfg.dataset)
     if cfg.sequence:
         metrics["sequence_config"] = seq_cfg.as_dict()
