@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -130,12 +131,15 @@ class State:
         with self._reload_lock:
             bundle = Bundle.load(self.artifact_path(version))
             self._ensure_encoder(bundle)
-            bundle = self._overrides(bundle)
             try:
                 got, entries = catalogue.read(self.redis, self.settings.catalogue_key)
-                bundle = self._overrides(bundle.with_catalogue(entries, self._encoder_fn(), got))
+                if entries:  # else the bundle as built (no second build at start-up)
+                    bundle = bundle.with_catalogue(entries, self._encoder_fn(), got)
+                bundle.catalogue_version = got
+                self.metrics.catalogue_version.set(got)
             except redis.RedisError as exc:  # served without it; the watcher lays it on later
                 log.warning("live catalogue unavailable (%s): serving the artifact's", exc)
+            bundle = self._overrides(bundle)
             previous = self.bundle.version if self.bundle else None
             self.bundle = bundle  # one assignment: requests see the old or the new, never a mix
             self._serving_link = latest_version(self.settings.artifacts_dir)
@@ -152,11 +156,12 @@ class State:
         return got
 
     def refresh_catalogue(self, known: int | None = None) -> bool:
-        """Lay the live catalogue over the serving artifact again when its version moved past
-        the one served (``known``: the version just written, saving a read); True if it did."""
+        """Lay the live catalogue over the serving artifact again when its version is not the
+        one served (``known``: the version just written or seen, saving a read when it is);
+        True if it did."""
         with self._reload_lock:
             bundle = self.bundle
-            if bundle is None or (known is not None and known <= bundle.catalogue_version):
+            if bundle is None or known == bundle.catalogue_version:
                 return False
             got, entries = catalogue.read(self.redis, self.settings.catalogue_key)
             if got == bundle.catalogue_version:
@@ -168,13 +173,9 @@ class State:
     def watch_once(self) -> None:
         """One look of the watcher: a newer live catalogue is laid on; a ``latest`` that now
         points elsewhere (a promoted or rolled-back artifact) is loaded."""
-        try:
-            if catalogue.version(self.redis, self.settings.catalogue_key) != (
-                self.bundle.catalogue_version if self.bundle else 0
-            ):
-                self.refresh_catalogue()
-        except redis.RedisError:
-            pass  # the online store's outage is reported by the routes that need it
+        # the online store's outage is reported by the routes that need it
+        with contextlib.suppress(redis.RedisError):
+            self.refresh_catalogue(catalogue.version(self.redis, self.settings.catalogue_key))
         link = latest_version(self.settings.artifacts_dir)
         if link is not None and link != self._serving_link:
             try:
@@ -204,10 +205,11 @@ class State:
         return np.stack([self._title_cache[t] for t in texts])
 
     def _overrides(self, bundle: Bundle) -> Bundle:
-        """The settings' ranker overrides applied (IG_USE_RANKER, IG_RANKER_WEIGHT/SHARES)."""
+        """The settings' ranker overrides applied to a bundle just built (IG_USE_RANKER,
+        IG_RANKER_WEIGHT/SHARES)."""
         if not self.settings.use_ranker:  # IG_USE_RANKER: off, order by the GNN score
             return replace(bundle, ranker=None)
-        if bundle.ranker is not None and bundle.ranker is bundle.source.ranker:
+        if bundle.ranker is not None:
             return replace(  # IG_RANKER_WEIGHT: another blend than chosen
                 bundle,
                 ranker=bundle.ranker.with_weight(

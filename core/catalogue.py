@@ -12,11 +12,16 @@ artifact with its title, category and availability.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+import pandas as pd
 import redis
+
+from core import names as n
+
+AVAILABLE = "available"  # the catalogue's availability column (models.artifact too)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,25 @@ def read(client: redis.Redis, key: str) -> tuple[int, dict[str, Entry]]:
 def version(client: redis.Redis, key: str) -> int:
     """The catalogue's write counter (0: never written)."""
     return int(client.get(version_key(key)) or 0)
+
+
+def lay_over(table: pd.DataFrame, entries: Mapping[str, Entry]) -> pd.DataFrame:
+    """``table`` (item_id, title, category, brand, available, any other columns) with
+    ``entries`` laid over it: an entry's given fields replace its row's (None keeps them), an
+    item the table lacks is appended in the entries' order (its other columns empty)."""
+    out = table.astype({n.ITEM_ID: str}).set_index(n.ITEM_ID)
+    for column in (n.TITLE, n.CATEGORY, n.BRAND, AVAILABLE):
+        if column not in out:
+            out[column] = True if column == AVAILABLE else None
+    if not entries:
+        return out.reset_index()
+    given = pd.DataFrame([asdict(e) for e in entries.values()]).set_index(n.ITEM_ID)
+    out = out.reindex(out.index.append(pd.Index([i for i in given.index if i not in out.index])))
+    for column in (n.TITLE, n.CATEGORY, n.BRAND):
+        values = given[column].dropna()
+        out.loc[values.index, column] = values
+    out.loc[given.index, AVAILABLE] = given[AVAILABLE].astype(bool)
+    return out.reset_index(names=n.ITEM_ID)
 
 
 def _text(value: bytes | str) -> str:

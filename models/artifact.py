@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from core import catalogue
 from core import names as n
 from core.catalogue import Entry
 from models.ranker import Ranker
@@ -56,7 +57,7 @@ REQUIRED = (MANIFEST, CATALOGUE, ITEMS, USERS)
 # Catalogue columns beside item_id, title, category.
 POPULARITY = "popularity"  # distinct users in train+val
 IN_GRAPH = "in_graph"
-AVAILABLE = "available"
+AVAILABLE = catalogue.AVAILABLE
 
 
 class ArtifactError(RuntimeError):
@@ -332,46 +333,23 @@ def with_catalogue(
     projection. Every array over the catalogue grows with it (new rows and columns empty)."""
     if not entries:
         return art
-    cat = art.catalogue.copy()
-    if n.BRAND not in cat:
-        cat[n.BRAND] = None
-    index = {str(i): j for j, i in enumerate(cat[n.ITEM_ID])}
-    new = [e for item_id, e in entries.items() if item_id not in index]
-    if new:
-        cat = pd.concat(
-            [
-                cat,
-                pd.DataFrame(
-                    {
-                        n.ITEM_ID: [e.item_id for e in new],
-                        n.TITLE: [e.title for e in new],
-                        n.CATEGORY: [e.category for e in new],
-                        n.BRAND: [e.brand for e in new],
-                        POPULARITY: 0,
-                        IN_GRAPH: False,
-                        AVAILABLE: True,
-                    }
-                ),
-            ],
-            ignore_index=True,
-        )
-        index.update({e.item_id: len(index) + k for k, e in enumerate(new)})
-    retitled = [index[e.item_id] for e in new if e.title]
-    for item_id, e in entries.items():
-        row = index[item_id]
-        for column, value in ((n.TITLE, e.title), (n.CATEGORY, e.category), (n.BRAND, e.brand)):
-            if value is not None:
-                if column == n.TITLE and cat.at[row, n.TITLE] != value:
-                    retitled.append(row)
-                cat.at[row, column] = value
-        cat.at[row, AVAILABLE] = bool(e.available)
+    old = art.catalogue[n.TITLE].tolist()
+    cat = catalogue.lay_over(art.catalogue, entries)
+    cat[POPULARITY] = cat[POPULARITY].fillna(0).astype(np.int64)
+    cat[IN_GRAPH] = cat[IN_GRAPH].fillna(False).astype(bool)
+    cat[AVAILABLE] = cat[AVAILABLE].astype(bool)
+    titles = cat[n.TITLE].tolist()
+    retitled = [  # new titled items and items whose title changed
+        r
+        for r, t in enumerate(titles)
+        if isinstance(t, str) and t.strip() and (r >= len(old) or t != old[r])
+    ]
     grow = len(cat) - len(art.catalogue)
     text = art.text_embeddings
     if text is not None:
         text = np.vstack([text, np.zeros((grow, text.shape[1]), dtype=text.dtype)])
-        rows = sorted({r for r in retitled if str(cat.at[r, n.TITLE]).strip()})
-        if rows and encode is not None:
-            text[rows] = encode([str(cat.at[r, n.TITLE]) for r in rows])
+        if retitled and encode is not None:
+            text[retitled] = encode([titles[r] for r in retitled])
     size = len(cat)
     seen = art.seen
     if seen is not None and grow:

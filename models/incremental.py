@@ -19,7 +19,7 @@ validated on the latest held-out window, served only when it is not worse.
    the API retrieves (the trained user vector moved toward the recent items, every catalogue
    item placed by the graph or by its title); the candidate is refused when it is worse beyond
    chance: the one-sided 95% upper bound of its per-shopper NDCG@20 difference from the
-   serving one is below ``-IG_RETRAIN_TOLERANCE``. Only then does ``latest`` move (one rename),
+   serving one is below ``-IG_RETRAIN_TOLERANCE``. Otherwise ``latest`` moves (one rename),
    and the API loads it by itself (it watches ``latest``). A refused candidate stays on disk,
    marked refused; ``ig rollback`` points ``latest`` back at the previously served version.
 """
@@ -130,17 +130,7 @@ def all_events(settings: Settings, dataset: str, client: redis.Redis) -> pd.Data
 def items_table(settings: Settings, dataset: str, entries: dict[str, Any]) -> pd.DataFrame:
     """The imported items with the live catalogue's entries laid over them (core.catalogue)."""
     table = pd.read_parquet(settings.canonical_dir / dataset / "items.parquet")
-    table = table.astype({n.ITEM_ID: str}).drop_duplicates(n.ITEM_ID).set_index(n.ITEM_ID)
-    if artifact.AVAILABLE not in table:
-        table[artifact.AVAILABLE] = True
-    for item_id, e in entries.items():
-        row = table.loc[item_id].to_dict() if item_id in table.index else {}
-        for column in (n.TITLE, n.CATEGORY, n.BRAND):
-            if getattr(e, column) is not None:
-                row[column] = getattr(e, column)
-        row[artifact.AVAILABLE] = bool(e.available)
-        table.loc[item_id, list(row)] = list(row.values())
-    return table.reset_index()
+    return live_catalogue.lay_over(table.drop_duplicates(n.ITEM_ID), entries)
 
 
 def trained_until(art: artifact.Artifact) -> pd.Timestamp:
@@ -185,23 +175,25 @@ def train_incremental(
     cand_art = _warm_fit(settings, cfg, base, base_art, fit, table, outcome)
     path = artifact.save(cand_art, root, promote=False)
     outcome.candidate = path.name
-    roll_out(settings, base, path, fit, window, cfg.tolerance, outcome)
+    roll_out(settings, base_art, cand_art, root, fit, window, cfg.tolerance, outcome)
     return _record(root, outcome, started)
 
 
 def roll_out(
     settings: Settings,
-    serving: Path,
-    candidate: Path,
+    serving_art: artifact.Artifact,
+    cand_art: artifact.Artifact,
+    root: Path,
     fit: pd.DataFrame,
     window: pd.DataFrame,
     tolerance: float,
     outcome: Outcome,
 ) -> bool:
-    """Serve ``candidate`` (``latest`` points at it) only when its NDCG@20 on ``window`` is at
-    least ``serving``'s minus ``tolerance`` (:func:`window_ndcg`, both over the candidate's
-    catalogue); else mark it refused. Fills ``outcome``; True when served."""
-    serving_art, cand_art = artifact.read(serving), artifact.read(candidate)
+    """Serve the candidate, saved under ``root`` (``latest`` points at it), unless it is worse
+    than the serving artifact on ``window`` beyond chance and ``tolerance`` (:func:`window_ndcg`,
+    both over the candidate's catalogue, :func:`worse_bound`); else mark it refused. Fills
+    ``outcome``; True when served."""
+    candidate = root / cand_art.manifest["version"]
     universe = IdMap(cand_art.catalogue[n.ITEM_ID].astype(str).tolist())
     text = cand_art.text_embeddings
     live_w = settings.live_interest_weight
@@ -213,13 +205,13 @@ def roll_out(
     outcome.ndcg20_diff_upper95 = round(upper, 5)
     outcome.accepted = upper >= -tolerance
     if outcome.accepted:
-        promote(candidate.parent, candidate.name)
+        promote(root, candidate.name)
         outcome.reason = "not worse than the serving artifact on the window: served"
     else:
         outcome.reason = (
             f"worse than the serving artifact on the window: NDCG@20 {after['ndcg@20']:.4f} vs "
             f"{before['ndcg@20']:.4f}, the difference's 95% upper bound {upper:.4f} below "
-            f"-{tolerance}: refused, still serving {serving.name}"
+            f"-{tolerance}: refused, still serving {serving_art.manifest['version']}"
         )
         (candidate / REFUSED).write_text(outcome.reason + "\n")
     return outcome.accepted

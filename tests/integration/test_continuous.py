@@ -199,7 +199,9 @@ def test_a_worse_artifact_is_refused_then_a_good_one_is_served_and_rolled_back(p
     broken_path = artifact.save(broken, root, promote=False)
     with TestClient(create_app(project)) as client:
         outcome = Outcome(base=trained.name)
-        assert not roll_out(project, root / trained.name, broken_path, fit, window, 0.0, outcome)
+        assert not roll_out(
+            project, art, artifact.read(broken_path), root, fit, window, 0.0, outcome
+        )
         assert outcome.ndcg20_after < outcome.ndcg20_before
         assert (broken_path / REFUSED).exists()
         assert artifact.latest_version(root) == trained.name
@@ -211,7 +213,7 @@ def test_a_worse_artifact_is_refused_then_a_good_one_is_served_and_rolled_back(p
             promote=False,
         )
         outcome = Outcome(base=trained.name)
-        assert roll_out(project, root / trained.name, same, fit, window, 0.0, outcome)
+        assert roll_out(project, art, artifact.read(same), root, fit, window, 0.0, outcome)
         assert artifact.latest_version(root) == same.name
         assert wait_for(lambda: client.app.state.ig.bundle.version == same.name)
         assert client.get("/v1/recommend/some-user", params={"k": 5}).status_code == 200
