@@ -87,8 +87,9 @@ def _drop_streams(settings: Settings) -> None:
     """The figure's own event and dead-letter streams, and the live job's marks of them."""
     from core.bus import partition_streams
     from core.redis_server import redis_client
-    from stream.live import sides_key
+    from stream.live import open_marks
 
     streams = partition_streams(settings.events_stream, settings.event_partitions)
     client = redis_client(settings)
-    client.delete(*streams, settings.dead_letter_stream, *(sides_key(x) for x in streams))
+    marks = open_marks(client, settings.events_stream)
+    client.delete(*streams, settings.dead_letter_stream, *marks)

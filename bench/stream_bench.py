@@ -115,18 +115,19 @@ def _in_thread(fn) -> threading.Thread:
     return thread
 
 
-class _AckPartition(StatelessSinkPartition[dict[str, Any]]):
+class _AckPartition(StatelessSinkPartition[list[dict[str, Any]]]):
     def __init__(self, settings: Settings) -> None:
         self._s = settings
         self._client = redis_client(settings)
         self._streams = partition_streams(settings.events_stream, settings.event_partitions)
 
-    def write_batch(self, items: list[dict[str, Any]]) -> None:
-        for k, ids in by_partition(i[STREAM_ID] for i in items).items():
-            self._client.xack(self._streams[k], self._s.consumer_group, *ids)
+    def write_batch(self, items: list[list[dict[str, Any]]]) -> None:
+        ids = (e[STREAM_ID] for batch in items for e in batch)  # the source's batches
+        for k, part in by_partition(ids).items():
+            self._client.xack(self._streams[k], self._s.consumer_group, *part)
 
 
-class _AckSink(DynamicSink[dict[str, Any]]):
+class _AckSink(DynamicSink[list[dict[str, Any]]]):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 

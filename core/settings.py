@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
     stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
+    state_buckets: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="State buckets per side (users, items) of the feature dataflow: the unit "
+        "of its parallelism across workers and of its recovery snapshots. Change it only with "
+        "a new recovery folder (README: Scaling out).",
+    )
     offline_compact_files: int = Field(
         16,
         ge=2,

@@ -1,32 +1,38 @@
 """The feature dataflow: ``build_flow(source, sink)`` with injectable I/O.
 
-The shape of the stream after each step (``Event``, ``DeadLetter``: stream.steps)::
+Elements are *batches*, not single events: the engine's cost is paid per batch and per state
+bucket, not per event (one element per event through a dozen steps cost more than the
+feature work itself). The shape of the stream after each step (``Event``, ``DeadLetter``:
+stream.steps)::
 
-    events              raw mappings (a log row or a Redis Stream entry)
-    parse_event         Event | DeadLetter                        -> split_dead_letters
-    key_by_user         (user_id, Event)        key_by_item         (item_id, Event)
-    user_features       (user_id, ("user", Event, [user rows] | DeadLetter))   2 rows: behavior,
-                        interest
-    item_features       (item_id, ("item", Event, [item rows] | DeadLetter))   1 row: item_stats
-    side_rows           ("<side>:<entity id>", (source, side, [rows]))   one element per side
-                        of an event (no rows for a late side; no element for a replayed event)
-    side_dead_letters   DeadLetter                   a side that found the event late
-    feature_rows        sink input: keyed by the side's entity, so one sink partition writes
-                        every row of a user (or an item), in order; the live sink
-                        acknowledges an event once both its sides are written, wherever
-                        they were (stream.live.SideMarks)
+    events              a batch: a list of raw mappings (log rows, Redis Stream entries)
+    parse_events        Parsed: the batch's Events, its DeadLetters, each event's user and
+                        item bucket, and (live) what the sink needs to acknowledge it
+    user_pieces         ("user:<bucket>", Piece)   the batch's events of one user bucket, in order
+    item_pieces         ("item:<bucket>", Piece)   ... of one item bucket (no forget events)
+    user_features       ("user:<bucket>", SideRows)   every event's user_behavior and
+                        user_interest rows; state: {user id: UserState} of the bucket
+    item_features       ("item:<bucket>", SideRows)   item_stats (item_feedback) rows
+    feature_rows        sink input, keyed by the piece: one sink partition writes every row
+                        of a bucket (so of a user, or an item), in order; the live sink
+                        acknowledges a batch once all its pieces are written, wherever they
+                        were (stream.live.SideMarks)
+    dead_letters        parse failures and events late for one side
 
-``source`` is the event's id on the bus (stream.live; the user id in backfill). Each side sees
-the events of its key in arrival order (a user's events come from one bus partition, in
-order), so backfill and live compute the same rows for users, and for items when the bus has
-one partition. Lateness is judged per user and per item; there is no global watermark, so
-events spread over workers and one skewed clock stalls nobody else.
+A user's events come from one bus partition, in order, so each user bucket sees them in
+arrival order, and backfill and live compute the same rows for users (for items too when the
+bus has one partition). Lateness is judged per user and per item; there is no global
+watermark, so events spread over workers and one skewed clock stalls nobody else. Buckets
+(``IG_STATE_BUCKETS``) are the unit of parallelism and of Bytewax's state snapshots: a
+snapshot holds every entity of a bucket touched in the epoch.
 The same flow backfills from an event log and (with a live source) updates features live.
 """
 
 from __future__ import annotations
 
+import pickle
 import time
+import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -34,15 +40,22 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from core import names as n
 from core.settings import Settings, get_settings
 from stream.steps import (
     US,
+    BatchInfo,
     DeadLetter,
     Event,
     FeatureParams,
     FeatureRow,
+    KeyedRows,
+    Parsed,
+    Piece,
+    SideRows,
     is_replayed,
     item_features,
     parse_event,
@@ -64,47 +77,136 @@ def default_params(settings: Settings | None = None) -> FeatureParams:
 
 
 USER_SIDE, ITEM_SIDE = "user", "item"
-# (routing key "<side>:<entity id>", (source id, side, side rows))
-KeyedRow = tuple[str, tuple[str, str, list[FeatureRow]]]
-SideResult = tuple[str, Event, list[FeatureRow] | DeadLetter]  # (side, event, its result)
 
 
-def _side(side: str, step: Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]):
-    """Wrap a feature step so its result travels with its side and event."""
-
-    def mapper(state: Any, event: Event) -> tuple[Any, SideResult]:
-        state, out = step(state, event)
-        return state, (side, event, out)
-
-    return mapper
+def bucket_of(entity_id: str, buckets: int) -> int:
+    """The state bucket of a user or item id: CRC-32 of the id modulo ``buckets``, the same
+    in every process (Python's ``hash`` of a str is salted per process)."""
+    return zlib.crc32(entity_id.encode()) % buckets if buckets > 1 else 0
 
 
-def side_rows(keyed: tuple[str, SideResult]) -> list[KeyedRow]:
-    """One sink element per side of an event: its rows (none if the side found it late),
-    routed by the side's entity, so one sink partition writes all rows of a user (or item),
-    in order (two writing one entity at once could let the older row win online). A
-    replayed event has no element: it was written and acknowledged when first seen."""
-    entity, (side, event, out) = keyed
-    if event.replay:
-        return []
-    source = event.source_id or event.user_id
-    return [(f"{side}:{entity}", (source, side, out if isinstance(out, list) else []))]
+def parse_events(
+    raws: list[Any], buckets: int, parse: Callable[[Any], Event | DeadLetter] = parse_event
+) -> Parsed:
+    """Parse a batch; bucket its events; for live events (with a source id) the batch's
+    :class:`BatchInfo`."""
+    events: list[Event] = []
+    dead: list[DeadLetter] = []
+    for raw in raws:
+        got = parse(raw)
+        if isinstance(got, Event):
+            events.append(got)
+        else:
+            dead.append(got)
+    users = [bucket_of(e.user_id, buckets) for e in events]
+    items = [None if e.event_type == n.FORGET else bucket_of(e.item_id, buckets) for e in events]
+    live = [i for i, e in enumerate(events) if not e.replay and e.source_id is not None]
+    info = None
+    if live:
+        ids = tuple(events[i].source_id for i in live)  # type: ignore[misc]
+        pieces = len({users[i] for i in live}) + len({items[i] for i in live} - {None})
+        forgets = tuple(events[i].source_id for i in live if events[i].event_type == n.FORGET)
+        info = BatchInfo(f"{ids[0]}..{ids[-1]}", pieces, ids, forgets)  # type: ignore[arg-type]
+    return Parsed(events, dead, users, items, info)
 
 
-def side_dead_letters(keyed: tuple[str, SideResult]) -> list[DeadLetter]:
-    out = keyed[1][2]
-    return [out] if isinstance(out, DeadLetter) else []
+def _pieces(side: str, parsed: Parsed) -> list[tuple[str, Piece]]:
+    groups: dict[int, list[Event]] = {}
+    chosen = parsed.user_buckets if side == USER_SIDE else parsed.item_buckets
+    for event, bucket in zip(parsed.events, chosen, strict=True):
+        if bucket is not None:
+            groups.setdefault(bucket, []).append(event)
+    keyed = ((f"{side}:{b}", events) for b, events in groups.items())
+    return [(key, Piece(key, parsed.info, events)) for key, events in keyed]
+
+
+user_pieces = partial(_pieces, USER_SIDE)
+item_pieces = partial(_pieces, ITEM_SIDE)
+
+Step = Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]
+
+
+def run_piece(
+    states: dict[str, Any], step: Step, entity: Callable[[Event], str], piece: Piece
+) -> tuple[list[FeatureRow], list[DeadLetter], bool]:
+    """Apply ``step`` to each event of ``piece`` with its entity's state in ``states`` (a
+    state that becomes None is dropped: a forgotten shopper). Returns the rows, the dead
+    letters of live events late for this side, and whether any event was live."""
+    rows: list[FeatureRow] = []
+    dead: list[DeadLetter] = []
+    live = False
+    for event in piece.events:
+        key = entity(event)
+        state, out = step(states.get(key), event)
+        if state is None:
+            states.pop(key, None)
+        else:
+            states[key] = state
+        if isinstance(out, DeadLetter):
+            if not event.replay:
+                dead.append(out)
+        else:
+            rows.extend(out)
+        live = live or not event.replay
+    return rows, dead, live
+
+
+class BucketLogic(StatefulBatchLogic[Piece, SideRows, bytes]):
+    """One state bucket of one side: ``{entity id: state}`` for the bucket's users or items.
+
+    Its snapshot is the pickled dict (Bytewax takes one per bucket touched in an epoch; a
+    pickle is an immutable copy at C speed, where ``stateful_map`` deep-copies in Python)."""
+
+    def __init__(self, step: Step, entity: Callable[[Event], str], resume: bytes | None) -> None:
+        self.step = step
+        self.entity = entity
+        self.states: dict[str, Any] = pickle.loads(resume) if resume is not None else {}
+
+    def on_batch(self, values: list[Piece]) -> tuple[list[SideRows], bool]:
+        out = []
+        for piece in values:
+            rows, dead, live = run_piece(self.states, self.step, self.entity, piece)
+            if live or dead:
+                out.append(SideRows(piece.key, piece.info, rows, dead))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.states, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _side_logic(side: str, params: FeatureParams) -> Callable[[bytes | None], BucketLogic]:
+    if side == USER_SIDE:
+        step, entity = partial(user_features, params=params), _user_of
+    else:
+        step, entity = partial(item_features, params=params), _item_of
+    return partial(BucketLogic, step, entity)
+
+
+def _user_of(event: Event) -> str:
+    return event.user_id
+
+
+def _item_of(event: Event) -> str:
+    return event.item_id
+
+
+def _late(keyed: KeyedRows) -> list[DeadLetter]:
+    return keyed[1].dead
 
 
 def build_flow(
     source: Source[Any] | None = None,
-    sink: Sink[KeyedRow] | None = None,
+    sink: Sink[KeyedRows] | None = None,
     dead_letter_sink: Sink[DeadLetter] | None = None,
     params: FeatureParams | None = None,
     flow_id: str = "interest_features",
     future_tolerance_s: int | None = None,
+    buckets: int | None = None,
 ) -> Dataflow:
-    """Build the dataflow; defaults replay the configured canonical log into the offline store."""
+    """Build the dataflow; defaults replay the configured canonical log into the offline store.
+
+    The source emits batches (lists of raw events); ``buckets`` (default
+    ``IG_STATE_BUCKETS``) state buckets per side."""
     if source is None or sink is None or dead_letter_sink is None:
         from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
 
@@ -115,9 +217,7 @@ def build_flow(
         sink = sink or OfflineParquetSink(s.offline_dir)
         dead_letter_sink = dead_letter_sink or DeadLetterParquetSink(s.data_dir / "dead_letters")
     params = params or default_params()
-
-    flow = Dataflow(flow_id)
-    raw = op.input("events", flow, source)
+    buckets = buckets if buckets is not None else get_settings().state_buckets
     parse = parse_event
     if future_tolerance_s is not None:  # live: "the future" moves with the wall clock
 
@@ -125,22 +225,26 @@ def build_flow(
             limit = int((time.time() + future_tolerance_s) * US)
             return parse_event(item, max_ts_us=limit)
 
-    parsed = op.map("parse_event", raw, parse)
-    split = op.branch("split_dead_letters", parsed, lambda x: isinstance(x, Event))
-    by_user = op.key_on("key_by_user", split.trues, lambda e: e.user_id)
-    user_step = _side(USER_SIDE, partial(user_features, params=params))
-    users = op.stateful_map("user_features", by_user, user_step)
-    by_item = op.key_on("key_by_item", split.trues, lambda e: e.item_id)
-    item_step = _side(ITEM_SIDE, partial(item_features, params=params))
-    items = op.stateful_map("item_features", by_item, item_step)
-    sides = op.merge("merge_sides", users, items)
-    rows = op.flat_map("side_rows", sides, side_rows)
-    late = op.flat_map("side_dead_letters", sides, side_dead_letters)
+    flow = Dataflow(flow_id)
+    raw = op.input("events", flow, source)
+    parsed = op.map("parse_events", raw, partial(parse_events, buckets=buckets, parse=parse))
+    users = op.stateful_batch(
+        "user_features",
+        op.flat_map("user_pieces", parsed, user_pieces),
+        _side_logic(USER_SIDE, params),
+    )
+    items = op.stateful_batch(
+        "item_features",
+        op.flat_map("item_pieces", parsed, item_pieces),
+        _side_logic(ITEM_SIDE, params),
+    )
+    rows = op.merge("feature_rows", users, items)
+    parse_dead = op.flat_map("parse_dead_letters", parsed, lambda p: p.dead)
     dead = op.filter(
         "drop_replayed_dead_letters",
-        op.merge("merge_dead_letters", split.falses, late),
+        op.merge("merge_dead_letters", parse_dead, op.flat_map("late_dead_letters", rows, _late)),
         lambda d: not is_replayed(d),
     )
-    op.output("feature_rows", rows, sink)
+    op.output("write_feature_rows", rows, sink)
     op.output("dead_letters", dead, dead_letter_sink)
     return flow

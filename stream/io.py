@@ -23,7 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from core import names as n
 from core.schema import feature_row_schema
-from stream.steps import DeadLetter, FeatureRow
+from stream.steps import DeadLetter, KeyedRows
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".lock"  # in the offline store's folder: compaction and forget rewrite files
@@ -71,7 +71,7 @@ def iter_log_batches(path: Path, offset: int, batch_rows: int) -> Iterator[list[
         skip = 0
 
 
-class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
+class _ReplayPartition(StatefulSourcePartition[list[dict[str, Any]], int]):
     def __init__(
         self,
         path: Path,
@@ -100,7 +100,7 @@ class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
         wall0, event0 = self._anchor
         return wall0 + (event_s - event0) / (self._speed or 1.0)
 
-    def next_batch(self) -> list[dict[str, Any]]:
+    def next_batch(self) -> list[list[dict[str, Any]]]:
         out: list[dict[str, Any]] = []
         now = time.time()
         while len(out) < self._batch_rows:
@@ -117,7 +117,7 @@ class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
         self._offset += len(out)
         if self._progress is not None and out:
             self._progress(len(out))
-        return out
+        return [out] if out else []  # one element per batch (stream.flow)
 
     def next_awake(self) -> datetime | None:
         if self._speed is not None and self._pending is not None:
@@ -128,8 +128,9 @@ class _ReplayPartition(StatefulSourcePartition[dict[str, Any], int]):
         return self._offset
 
 
-class EventLogSource(FixedPartitionedSource[dict[str, Any], int]):
-    """Replays a canonical event log (Parquet, in event-time order) once.
+class EventLogSource(FixedPartitionedSource[list[dict[str, Any]], int]):
+    """Replays a canonical event log (Parquet, in event-time order) once, a batch of rows an
+    element (the dataflow works on batches: stream.flow).
 
     ``speed=None`` replays as fast as possible; ``speed=60`` plays one hour of event time per
     minute. Resume state is the row offset, so a recovered run continues where it stopped.
@@ -314,7 +315,7 @@ class Compactor:
         self._pool.shutdown()
 
 
-class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, str, list[FeatureRow]]]]):
+class _OfflinePartition(StatelessSinkPartition[KeyedRows]):
     def __init__(self, root: Path, worker: int, rows_per_file: int) -> None:
         self._root = root
         self._worker = worker
@@ -322,8 +323,9 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, str, list[F
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._buffered = 0
 
-    def write_batch(self, items: list[tuple[str, tuple[str, str, list[FeatureRow]]]]) -> None:
-        for _key, (_source, _side, rows) in items:
+    def write_batch(self, items: list[KeyedRows]) -> None:
+        for _key, side in items:
+            rows = side.rows
             for view, row in rows:
                 if view != n.FORGOTTEN:  # a forget marker: nothing to store offline
                     self._buffers.setdefault(view, []).append(row)
@@ -338,7 +340,7 @@ class _OfflinePartition(StatelessSinkPartition[tuple[str, tuple[str, str, list[F
         self._buffered = 0
 
 
-class OfflineParquetSink(DynamicSink[tuple[str, tuple[str, str, list[FeatureRow]]]]):
+class OfflineParquetSink(DynamicSink[KeyedRows]):
     """Appends feature rows as Parquet partitions, one folder per feature view.
 
     Each worker buffers up to ``rows_per_file`` rows (all views together) and then writes each

@@ -43,6 +43,12 @@ class LiveJob:
         return self.workers * max(len(self.addresses), 1)
 
 
+# What the recovery folder's snapshots hold: one pickled {entity id: state} per state bucket
+# (stream.flow.BucketLogic), IG_STATE_BUCKETS of them per side.
+LAYOUT_FILE = "layout.json"
+STATE_FORMAT = "buckets-v1"
+
+
 def backfill_finished(manifest: Path) -> float:
     """When the backfill behind ``manifest`` finished (unix s): its ``finished_at``, not the
     file's time, which a later edit of its row count (stream.forget) moves."""
@@ -52,7 +58,8 @@ def backfill_finished(manifest: Path) -> float:
 
 def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> RecoveryConfig:
     """The Bytewax recovery folder, created (``python -m bytewax.recovery``) when empty.
-    Raises :class:`HistoryError` when its snapshots predate the last backfill."""
+    Raises :class:`HistoryError` when its snapshots predate the last backfill or hold state
+    of another layout (``LAYOUT_FILE``)."""
     snapshots = list(folder.glob("part-*.sqlite3"))
     manifest = settings.offline_dir / BACKFILL_MANIFEST
     newest = max((p.stat().st_mtime for p in snapshots), default=None)
@@ -62,11 +69,24 @@ def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> Recov
             "state belongs to the old offline store. Delete the folder: the job then "
             "rebuilds its state from the new backfill's log."
         )
-    if not snapshots:
+    layout = folder / LAYOUT_FILE
+    wanted = {"state": STATE_FORMAT, "state_buckets": settings.state_buckets}
+    if snapshots:
+        found = json.loads(layout.read_text()) if layout.exists() else {}
+        if found != wanted:
+            held = found or "an older version of the live job"
+            raise HistoryError(
+                f"the recovery folder {folder} holds state of another layout ({held}; this "
+                f"job: {wanted}): IG_STATE_BUCKETS changed, or the job was upgraded. Delete "
+                "the folder: the job then rebuilds its state from the backfilled log and the "
+                "stream."
+            )
+    else:
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "bytewax.recovery", str(folder), str(partitions)], check=True
         )
+        layout.write_text(json.dumps(wanted))
     return RecoveryConfig(folder)
 
 
@@ -80,7 +100,6 @@ def run_live_job(settings: Settings, job: LiveJob) -> str:
     flow = live_flow(
         settings,
         idle_stop_s=job.idle_stop_s,
-        partitions=job.partitions,
         consumer=f"features-{job.process_id}",
         history=history or False,
     )

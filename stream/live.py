@@ -6,8 +6,9 @@
 - :class:`LiveFeatureSink` writes each batch offline (a new Parquet partition per view, small
   ones merged into larger ones in the background: :class:`stream.io.Compactor`) and online
   (Feast's online write, one per view per batch: :class:`OnlineWriter`), then XACKs every
-  event whose two sides are written (:class:`SideMarks`). Rows are routed by entity, so one
-  partition writes all rows of a user or an item, in order.
+  source batch whose pieces (its events' user and item state buckets) are all written
+  (:class:`SideMarks`). Rows are routed by state bucket, so one partition writes all rows of
+  a user or an item, in order.
 - :class:`DeadLetterStreamSink` records malformed events with their reason in a stream.
 Both sinks are idempotent: a rewrite after a restart writes the same values again.
 """
@@ -29,8 +30,6 @@ import redis
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
     DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
     StatelessSinkPartition,
 )
 
@@ -54,11 +53,7 @@ from core.redis_server import redis_client
 from core.settings import Settings
 from stream.io import Compactor, iter_log_batches, write_partition
 from stream.metrics import stream_metrics
-from stream.steps import (
-    CREATED_OFFSET_US,
-    DeadLetter,
-    FeatureRow,
-)
+from stream.steps import CREATED_OFFSET_US, BatchInfo, DeadLetter, KeyedRows, SideRows
 
 log = logging.getLogger(__name__)
 LIVE_PREFIX = "part-live-"  # offline partitions written by the live job
@@ -129,7 +124,7 @@ class SourceState:
     live: bool = False
 
 
-class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
+class _StreamPartition(StatefulSourcePartition[list[dict[str, Any]], SourceState]):
     def __init__(
         self,
         settings: Settings,
@@ -214,18 +209,18 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
             if left <= 0:
                 return
 
-    def next_batch(self) -> list[dict[str, Any]]:
+    def next_batch(self) -> list[list[dict[str, Any]]]:
+        """The next batch as ONE element (the dataflow works on batches: stream.flow)."""
         state = self._state
         if self._rows is not None:
             batch, read = next(self._rows, (None, 0))
             if batch is not None:
                 self._state = replace(state, history_done=state.history_done + read)
                 stream_metrics().history_replayed.inc(len(batch))
-                return batch
+                return [batch] if batch else []
             self._rows = None
-        if not state.live:
-            return self._catch_up()
-        return self._read_live()
+        out = self._catch_up() if not state.live else self._read_live()
+        return [out] if out else []
 
     def _catch_up(self) -> list[dict[str, Any]]:
         """Stream entries an earlier run was delivered: acknowledged ones only rebuild state
@@ -309,15 +304,16 @@ class _StreamPartition(StatefulSourcePartition[dict[str, Any], SourceState]):
         self._client.close()
 
 
-class RedisStreamSource(FixedPartitionedSource[dict[str, Any], SourceState]):
+class RedisStreamSource(FixedPartitionedSource[list[dict[str, Any]], SourceState]):
     """Live events from the event bus ``settings.events_stream`` via a consumer group: one
     source partition per bus partition (:func:`core.bus.partition_streams`), continuing from
     ``history`` (the backfilled log): without a recovery snapshot each first replays its
     users' rows of that log and the entries its group already delivered, to rebuild every
     user's and item's state where it was, then reads new entries.
 
-    ``idle_stop_s`` ends the job after that long without new entries (tests, catch-up runs);
-    ``None`` runs until stopped.
+    Each element is a batch: the entries of one XREADGROUP (``IG_STREAM_BATCH``) or one
+    block of history rows. ``idle_stop_s`` ends the job after that long without new entries
+    (tests, catch-up runs); ``None`` runs until stopped.
     """
 
     def __init__(
@@ -416,53 +412,59 @@ def _utc(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-# Marks of written event sides, in one hash per bus (field "<source id>|<side>", value "1"
-# for a forget control event): a side's sink partition marks it, or, when the other side's
-# mark is there, takes that mark away and reports the event complete. Atomic (a script), so of
-# two partitions marking an event's two sides at once exactly one completes it.
-_MARK_SIDES = """
+# Marks of written batch pieces, one set per batch (members: the pieces' names), in Redis so
+# sink partitions in any process, and any restart, see one record. The piece that makes the
+# set whole deletes it and reports the batch complete; marking a piece again (at-least-once
+# delivery after recovery) adds nothing. A set left incomplete by a crash (the batch is
+# re-read, and may be cut differently) expires. Atomic (a script): of two partitions marking
+# a batch's last two pieces at once, exactly one completes it.
+_MARK_PIECES = """
 local done = {}
-for i = 1, #ARGV, 3 do
-  local sid, side, forget = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local other = sid .. '|' .. (side == 'user' and 'item' or 'user')
-  local theirs = redis.call('HGET', KEYS[1], other)
-  if theirs then
-    redis.call('HDEL', KEYS[1], other)
-    done[#done + 1] = sid
-    done[#done + 1] = (forget == '1' or theirs == '1') and '1' or '0'
+for i = 1, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[2 * i])
+  if redis.call('SCARD', KEYS[i]) >= tonumber(ARGV[2 * i - 1]) then
+    redis.call('DEL', KEYS[i])
+    done[#done + 1] = i
   else
-    redis.call('HSET', KEYS[1], sid .. '|' .. side, forget)
+    redis.call('EXPIRE', KEYS[i], ARGV[#ARGV])
   end
 end
 return done
 """
+MARKS_TTL_S = 7 * 86_400
 
 
 def sides_key(stream: str) -> str:
-    """The hash of written event sides of the bus ``stream`` (see ``_MARK_SIDES``)."""
-    return f"{stream}:sides"
+    """The prefix of the piece marks of the bus ``stream`` (see ``_MARK_PIECES``); one hash
+    tag, so a batch's marks and the script that reads them share a Redis Cluster slot."""
+    return f"{{{stream}}}:sides"
+
+
+def open_marks(client: redis.Redis, stream: str) -> list[str]:
+    """The marks of batches not yet complete (a test or a clean-up; SCAN, not for hot paths)."""
+    return [entry_id(k) for k in client.scan_iter(match=f"{sides_key(stream)}:*", count=1000)]
 
 
 class SideMarks:
-    """Which events have both sides written: ``complete`` marks sides and returns the events
-    they complete, with whether each is a forget control event. Kept in Redis (its AOF/RDB
-    like the stream), so sink partitions in any process, and any restart, see one record;
-    marking a side again is harmless (at-least-once delivery after recovery)."""
+    """Which batches have all their pieces written: ``complete`` marks pieces and returns
+    the batches they complete (each batch once, whichever partition or process wrote its
+    last piece)."""
 
     def __init__(self, client: redis.Redis, stream: str) -> None:
-        self._key = sides_key(stream)
-        self._script = client.register_script(_MARK_SIDES)
+        self._prefix = sides_key(stream)
+        self._script = client.register_script(_MARK_PIECES)
 
-    def complete(self, sides: list[tuple[str, str, bool]]) -> list[tuple[str, bool]]:
-        """``sides``: (source id, side, forget); returns (source id, forget) completed."""
-        if not sides:
+    def complete(self, pieces: list[tuple[BatchInfo, str]]) -> list[BatchInfo]:
+        """``pieces``: (batch, piece name) written; returns the batches now complete."""
+        if not pieces:
             return []
-        args = [a for sid, side, forget in sides for a in (sid, side, "1" if forget else "0")]
-        got = retry_redis(lambda: self._script(keys=[self._key], args=args))
-        return [(entry_id(got[i]), got[i + 1] in (b"1", "1")) for i in range(0, len(got), 2)]
+        keys = [f"{self._prefix}:{info.tag}" for info, _ in pieces]
+        args: list[Any] = [a for info, piece in pieces for a in (info.pieces, piece)]
+        got = retry_redis(lambda: self._script(keys=keys, args=[*args, MARKS_TTL_S]))
+        return [pieces[int(i) - 1][0] for i in got]
 
 
-class _LivePartition(StatefulSinkPartition[tuple[str, str, list[FeatureRow]], None]):
+class _LivePartition(StatelessSinkPartition[SideRows]):
     def __init__(self, settings: Settings, part: str) -> None:
         from core.feast_store import open_store
 
@@ -479,71 +481,66 @@ class _LivePartition(StatefulSinkPartition[tuple[str, str, list[FeatureRow]], No
         self._client = redis_client(settings)
         self._marks = SideMarks(self._client, settings.events_stream)
 
-    def write_batch(self, values: list[tuple[str, str, list[FeatureRow]]]) -> None:
+    def write_batch(self, items: list[KeyedRows]) -> None:
+        """Every row offline (one Parquet file per view), each entity's latest row online
+        (one Feast write per view), then the batches these pieces complete acknowledged."""
+        values = [side for _key, side in items]
         by_view: dict[str, list[dict[str, Any]]] = {}
-        sides = []
-        for source, side, rows in values:
-            forget = False
-            for view, row in rows:
-                if view == n.FORGOTTEN:  # a forget control entry: deleted once acknowledged
-                    forget = True
-                else:
+        for side in values:
+            for view, row in side.rows:
+                if view != n.FORGOTTEN:  # a forget marker: the batch's info names the entry
                     by_view.setdefault(view, []).append(row)
-            sides.append((source, side, forget))
         for view, batch in by_view.items():
             key = n.VIEW_ENTITY_KEY[view]
             rows = write_partition(self._s.offline_dir, view, batch, f"{LIVE_PREFIX}{self._part}")
             latest = list({r[key]: r for r in rows}.values())  # one write per entity
             retry_redis(lambda v=view, r=latest: self._online.write(v, r))  # type: ignore[misc]
             stream_metrics().rows_out.inc(len(rows))
-        done = self._marks.complete(sides)
+        done = self._marks.complete([(v.info, v.piece) for v in values if v.info is not None])
         if done:
             self._acknowledge(done)
         if by_view:
             self._compactor.poke()
 
-    def _acknowledge(self, done: list[tuple[str, bool]]) -> None:
-        """XACK events whose both sides are written; XDEL forget control events after."""
-        for k, ids in by_partition(sid for sid, _ in done).items():
-            retry_redis(
-                lambda k=k, ids=ids: self._client.xack(  # type: ignore[misc]
-                    self._streams[k], self._s.consumer_group, *ids
-                )
-            )
+    def _acknowledge(self, done: list[BatchInfo]) -> None:
+        """XACK the events of complete batches; XDEL forget control events after."""
+        pipe = self._client.pipeline(transaction=False)
+        for k, ids in by_partition(i for info in done for i in info.ids).items():
+            pipe.xack(self._streams[k], self._s.consumer_group, *ids)
         # a forget request names the shopper: once it has been carried out, it goes too
-        for k, ids in by_partition(sid for sid, forget in done if forget).items():
-            retry_redis(lambda k=k, ids=ids: self._client.xdel(self._streams[k], *ids))  # type: ignore[misc]
+        for k, ids in by_partition(i for info in done for i in info.forgets).items():
+            pipe.xdel(self._streams[k], *ids)
+        retry_redis(pipe.execute)
         now_ms = time.time() * 1000
         metrics = stream_metrics()
-        for sid, _ in done:
-            # An entry id starts with the XADD wall-clock time in milliseconds.
-            fresh_s = max(now_ms - int(split_source_id(sid)[1].split("-")[0]), 0) / 1000
-            metrics.freshness.observe(fresh_s)
-            metrics.freshness_samples.append(fresh_s)
-        metrics.events_acked.inc(len(done))
-
-    def snapshot(self) -> None:
-        return None  # which sides are written is in Redis (SideMarks)
+        acked = 0
+        for info in done:
+            for sid in info.ids:
+                # An entry id starts with the XADD wall-clock time in milliseconds.
+                fresh_s = max(now_ms - int(split_source_id(sid)[1].split("-")[0]), 0) / 1000
+                metrics.freshness.observe(fresh_s)
+                metrics.freshness_samples.append(fresh_s)
+            acked += len(info.ids)
+        metrics.events_acked.inc(acked)
 
     def close(self) -> None:
         self._compactor.close()
         self._client.close()
 
 
-class LiveFeatureSink(FixedPartitionedSink[tuple[str, str, list[FeatureRow]], None]):
-    """Offline Parquet partitions + Feast online writes, then XACK of completed events.
-    Elements are routed by entity (``stream.flow.side_rows``): one partition writes all rows
-    of a user or an item; :class:`SideMarks` joins an event's two sides."""
+class LiveFeatureSink(DynamicSink[KeyedRows]):
+    """Offline Parquet partitions + Feast online writes, then XACK of completed batches.
 
-    def __init__(self, settings: Settings, partitions: int = 1) -> None:
+    One partition per worker, writing the rows that worker computed: a state bucket lives
+    on one worker (Bytewax routes it by key), so one partition writes every row of a user or
+    an item, in order, and rows never cross workers again. Which pieces are written is in
+    Redis (:class:`SideMarks` joins a batch's pieces), so the sink keeps no state."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.partitions = partitions
 
-    def list_parts(self) -> list[str]:
-        return [str(i) for i in range(self.partitions)]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _LivePartition:
-        return _LivePartition(self.settings, for_part)  # an older snapshot's counts: in Redis
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LivePartition:
+        return _LivePartition(self.settings, f"w{worker_index}")
 
 
 class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
@@ -584,7 +581,6 @@ class DeadLetterStreamSink(DynamicSink[DeadLetter]):
 def live_flow(
     settings: Settings,
     idle_stop_s: float | None = None,
-    partitions: int = 1,
     consumer: str = "features-0",
     history: History | None | bool = True,
 ):
@@ -599,8 +595,9 @@ def live_flow(
         history = backfill_history(settings)
     return build_flow(
         RedisStreamSource(settings, consumer, idle_stop_s, history or None),
-        LiveFeatureSink(settings, partitions),
+        LiveFeatureSink(settings),
         DeadLetterStreamSink(settings),
         params=default_params(settings),
         future_tolerance_s=settings.future_tolerance_s,
+        buckets=settings.state_buckets,
     )

@@ -156,6 +156,58 @@ def parse_event(raw: Mapping[str, Any], max_ts_us: int | None = None) -> Event |
     )
 
 
+# The shapes of the dataflow's batches (stream.flow).
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What the live sink needs to acknowledge a source batch once all its pieces are
+    written: its ``tag`` (first and last source id), how many ``pieces`` (user buckets +
+    item buckets) carry its events, the source ids of those events, and which of them are
+    forget control events (deleted from the bus once carried out)."""
+
+    tag: str
+    pieces: int
+    ids: tuple[str, ...]
+    forgets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A parsed batch: ``user_buckets[i]`` / ``item_buckets[i]`` are ``events[i]``'s (no item
+    bucket for a forget control event: it has no item side)."""
+
+    events: list[Event]
+    dead: list[DeadLetter]
+    user_buckets: list[int]
+    item_buckets: list[int | None]
+    info: BatchInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """The events of one batch that fall in one state bucket of one side, in batch order."""
+
+    key: str  # "user:<bucket>" / "item:<bucket>"
+    info: BatchInfo | None
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class SideRows:
+    """What one piece produced: its feature rows ((view, row), in event order), the dead
+    letters of its events that were late for this side, and the batch it belongs to. A piece
+    of replayed history only (no rows, nothing to acknowledge) produces none."""
+
+    piece: str  # "user:<bucket>" / "item:<bucket>": the marks' name for it
+    info: BatchInfo | None
+    rows: list[FeatureRow]
+    dead: list[DeadLetter]
+
+
+KeyedRows = tuple[str, SideRows]
+
+
 @dataclass
 class WindowCounts:
     """Trailing-window counts of each event type: events in ``(t - window, t]``."""

@@ -18,7 +18,7 @@ from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
 from stream.compare import offline_differences, online_differences, visible_rows
-from stream.live import live_flow, sides_key
+from stream.live import live_flow, open_marks
 from stream.metrics import stream_metrics
 
 pytestmark = pytest.mark.integration
@@ -230,7 +230,7 @@ def test_two_partitions_read_by_two_processes_equal_a_backfill(project, feast_pr
         )
     assert_online_equals(settings, backfilled)
     assert not client.exists(settings.dead_letter_stream)
-    assert not client.hlen(sides_key(settings.events_stream))  # no half-written event
+    assert not open_marks(client, settings.events_stream)  # no half-written batch
 
 
 def test_job_survives_a_redis_restart(tmp_path, feast_project):

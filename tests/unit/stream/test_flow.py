@@ -1,12 +1,30 @@
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core import names as n
+from core.bus import STREAM_ID
 from core.windows import read_time_features
-from stream.flow import build_flow
+from stream.flow import bucket_of, build_flow, parse_events
 from stream.io import supersede
-from stream.steps import DeadLetter, FeatureParams
+from stream.steps import DeadLetter, FeatureParams, SideRows
 
 PARAMS = FeatureParams(recent_items_n=3, top_categories_n=2, affinity_half_life_hours=1.0)
+BUCKETS = 4
+
+
+def run(events, params=PARAMS, batch=2):
+    """The flow over ``events`` in source batches of ``batch``: (sink elements, dead letters)."""
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+    rows, dead = [], []
+    flow = build_flow(
+        TestingSource(batches), TestingSink(rows), TestingSink(dead), params, buckets=BUCKETS
+    )
+    run_main(flow)
+    return rows, dead
+
+
+def flat(rows):
+    """(piece key, view, row) of every feature row the sink got."""
+    return [(key, view, row) for key, side in rows for view, row in side.rows]
 
 
 def raw(user, item, etype, t, cat="c"):
@@ -26,18 +44,21 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
         raw("u1", "i2", "cart", 20),
         raw("u2", "i1", "purchase", 30),
     ]
-    rows, dead = [], []
-    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), PARAMS))
+    rows, dead = run(events)
     assert [d.reason for d in dead] == ["missing item_id"]
     assert isinstance(dead[0], DeadLetter) and dead[0].raw == {"user_id": "u1"}
     by_view = {}
-    assert len(rows) == 2 * 3  # two sides (user, item) per valid event
-    for key, (source, side, side_rows) in rows:
-        for view, row in side_rows:
-            assert source == row.get(n.USER_ID, source)  # backfill: the source is the user id
-            entity = row[n.USER_ID] if side == "user" else row[n.ITEM_ID]
-            assert key == f"{side}:{entity}"  # routed by the side's entity
-            by_view.setdefault(view, []).append(row)
+    assert all(isinstance(side, SideRows) and side.info is None for _, side in rows)  # backfill
+    for key, view, row in flat(rows):
+        side = key.split(":")[0]
+        entity = row[n.USER_ID] if side == "user" else row[n.ITEM_ID]
+        assert key == f"{side}:{bucket_of(entity, BUCKETS)}"  # routed by the side's bucket
+        by_view.setdefault(view, []).append(row)
+    assert {v: len(r) for v, r in by_view.items()} == {
+        n.USER_BEHAVIOR: 3,
+        n.USER_INTEREST: 3,
+        n.ITEM_STATS: 3,
+    }
     assert [r[n.RECENT_ITEMS] for r in by_view[n.USER_INTEREST] if r[n.USER_ID] == "u1"] == [
         ["i1"],
         ["i2", "i1"],
@@ -78,13 +99,10 @@ def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
         raw("u1", "i2", "view", 990),
         raw("u1", "i3", "view", 10),
     ]
-    rows, dead = [], []
-    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), params))
+    rows, dead = run(events, params)
     assert [d.raw[n.ITEM_ID] for d in dead] == ["i3"]
     assert dead[0].reason.startswith("late event: 990 s behind the user's")
-    totals = [
-        r[n.EVENTS_TOTAL] for _, (_, _, side) in rows for view, r in side if view == n.USER_BEHAVIOR
-    ]
+    totals = [r[n.EVENTS_TOTAL] for _, view, r in flat(rows) if view == n.USER_BEHAVIOR]
     assert totals == [1, 2]  # the 10 s-late event is counted, the 990 s-late one is not
 
 
@@ -98,16 +116,13 @@ def test_a_future_clock_of_one_user_dead_letters_nobody_else():
     events = [raw("skewed", "i1", "view", t0 + 23 * 3600)]
     events += [raw(f"u{k % 50}", f"i{k % 7}", "view", t0 + k) for k in range(200)]
     events.append(raw("skewed", "i9", "view", t0 - 2 * 3600))  # 25 h behind its own clock
-    rows, dead = [], []
-    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), params))
+    rows, dead = run(events, params)
     assert [(d.raw[n.USER_ID], d.reason.split(" behind ")[1][:10]) for d in dead] == [
         ("skewed", "the user's")
     ]
-    users = {
-        r[n.USER_ID] for _, (_, _, side) in rows for view, r in side if view == n.USER_BEHAVIOR
-    }
+    users = {r[n.USER_ID] for _, view, r in flat(rows) if view == n.USER_BEHAVIOR}
     assert users == {"skewed", *(f"u{k}" for k in range(50))}
-    item_rows = [r for _, (_, _, side) in rows for view, r in side if view == n.ITEM_STATS]
+    item_rows = [r for _, view, r in flat(rows) if view == n.ITEM_STATS]
     assert len(item_rows) == 202  # every event counted for its item, i9 included
 
 
@@ -119,14 +134,11 @@ def test_replayed_history_rebuilds_state_without_sink_elements_or_dead_letters()
         {**raw("u1", "i1", "view", 1000), REPLAY: True},
         {**raw("u1", "i2", "view", 10), REPLAY: True},  # late when first seen: no 2nd letter
     ]
-    rows, dead = [], []
     live = [raw("u1", "i3", "cart", 1010)]
-    run_main(
-        build_flow(TestingSource(history + live), TestingSink(rows), TestingSink(dead), params)
-    )
+    rows, dead = run(history + live, params, batch=3)  # one batch: history and live
     assert dead == []
-    assert len(rows) == 2  # the live event's two sides only
-    behavior = next(r for _, (_, _, side) in rows for v, r in side if v == n.USER_BEHAVIOR)
+    assert [v for _, v, _ in flat(rows)] == [n.USER_BEHAVIOR, n.USER_INTEREST, n.ITEM_STATS]
+    behavior = next(r for _, v, r in flat(rows) if v == n.USER_BEHAVIOR)
     assert behavior[n.EVENTS_TOTAL] == 2  # continued from the replayed history
 
 
@@ -138,19 +150,38 @@ def test_a_forget_event_drops_the_shoppers_state_and_their_next_event_starts_ane
         {n.USER_ID: "u1", n.EVENT_TYPE: n.FORGET, n.EVENT_TIMESTAMP: 30},
         raw("u1", "i3", "view", 40),
     ]
-    rows, dead = [], []
-    run_main(build_flow(TestingSource(events), TestingSink(rows), TestingSink(dead), PARAMS))
+    rows, dead = run(events)
     assert dead == []
-    sides = [side for _, (_, _, side) in rows]
-    assert [(n.FORGOTTEN, {n.USER_ID: "u1"})] in sides  # the marker the live sink consumes
-    interest = [r for side in sides for v, r in side if v == n.USER_INTEREST]
-    behavior = [r for side in sides for v, r in side if v == n.USER_BEHAVIOR]
+    assert (n.FORGOTTEN, {n.USER_ID: "u1"}) in [(v, r) for _, v, r in flat(rows)]
+    interest = [r for _, v, r in flat(rows) if v == n.USER_INTEREST]
+    behavior = [r for _, v, r in flat(rows) if v == n.USER_BEHAVIOR]
     assert [r[n.RECENT_ITEMS] for r in interest if r[n.USER_ID] == "u1"] == [
         ["i1"],
         ["i2", "i1"],
         ["i3"],  # after the forget: a new shopper
     ]
     assert [r[n.EVENTS_TOTAL] for r in behavior if r[n.USER_ID] == "u1"] == [1, 2, 1]
-    items = [r for side in sides for v, r in side if v == n.ITEM_STATS]
+    items = [r for _, v, r in flat(rows) if v == n.ITEM_STATS]
     assert [r[n.EVENTS_TOTAL] for r in items if r[n.ITEM_ID] == "i1"] == [1, 2]  # untouched
     assert not [r for r in items if r[n.ITEM_ID] == n.FORGET]
+
+
+def test_a_live_batch_names_its_events_and_its_pieces_for_acknowledgement():
+    events = [
+        {**raw(f"u{k % 5}", f"i{k % 3}", "view", 10 + k), STREAM_ID: f"{k}-0"} for k in range(12)
+    ]
+    events.append({n.USER_ID: "u0", n.EVENT_TYPE: n.FORGET, STREAM_ID: "12-0"})
+    events.append({STREAM_ID: "13-0", n.USER_ID: "u9"})  # no item: a dead letter, no piece
+    parsed = parse_events(events, BUCKETS)
+    info = parsed.info
+    assert info.ids == tuple(f"{k}-0" for k in range(13))
+    assert info.forgets == ("12-0",)
+    users = {bucket_of(f"u{k}", BUCKETS) for k in range(5)}
+    items = {bucket_of(f"i{k}", BUCKETS) for k in range(3)}
+    assert info.pieces == len(users) + len(items)  # the forget event has no item side
+    rows, dead = run(events, batch=len(events))
+    assert [d.reason for d in dead] == ["missing item_id"]
+    assert sorted(side.piece for _, side in rows) == sorted(
+        [f"user:{b}" for b in users] + [f"item:{b}" for b in items]
+    )
+    assert {side.info for _, side in rows} == {info}

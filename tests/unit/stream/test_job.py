@@ -7,7 +7,7 @@ import pytest
 
 from core.names import BACKFILL_MANIFEST
 from core.settings import Settings
-from stream.job import prepare_recovery
+from stream.job import LAYOUT_FILE, STATE_FORMAT, prepare_recovery
 from stream.live import HistoryError
 
 
@@ -19,6 +19,8 @@ def _project(tmp_path, finished_at: str, snapshot_mtime: float) -> Settings:
     snapshot = tmp_path / "recovery" / "part-0.sqlite3"
     snapshot.parent.mkdir()
     snapshot.write_bytes(b"")
+    layout = {"state": STATE_FORMAT, "state_buckets": settings.state_buckets}
+    (snapshot.parent / LAYOUT_FILE).write_text(json.dumps(layout))
     os.utime(snapshot, (snapshot_mtime, snapshot_mtime))
     return settings
 
@@ -33,3 +35,21 @@ def test_a_recovery_snapshot_older_than_the_backfill_is_refused(tmp_path):
     settings = _project(tmp_path, "1970-01-01T00:50:00+00:00", 2000.0)
     with pytest.raises(HistoryError, match="predates the last backfill"):
         prepare_recovery(settings, tmp_path / "recovery", 1)
+
+
+def test_a_recovery_folder_of_another_bucket_count_or_older_job_is_refused(tmp_path):
+    settings = _project(tmp_path, "1970-01-01T00:16:40+00:00", 2000.0)
+    other = settings.model_copy(update={"state_buckets": settings.state_buckets * 2})
+    with pytest.raises(HistoryError, match="another layout"):
+        prepare_recovery(other, tmp_path / "recovery", 1)
+    (tmp_path / "recovery" / LAYOUT_FILE).unlink()  # snapshots of the job before buckets
+    with pytest.raises(HistoryError, match="older version"):
+        prepare_recovery(settings, tmp_path / "recovery", 1)
+
+
+def test_a_new_recovery_folder_records_its_layout(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    prepare_recovery(settings, tmp_path / "recovery", 2)
+    layout = json.loads((tmp_path / "recovery" / LAYOUT_FILE).read_text())
+    assert layout == {"state": STATE_FORMAT, "state_buckets": settings.state_buckets}
+    assert len(list((tmp_path / "recovery").glob("part-*.sqlite3"))) == 2
