@@ -30,10 +30,13 @@ from bytewax.testing import run_main
 
 from core import names as n
 from core.bus import (
+    EVENT_FIELD,
     STREAM_ID,
+    USER_FIELD,
     by_partition,
     entry_id,
     group_info,
+    partition_of,
     partition_streams,
     publish,
 )
@@ -79,6 +82,29 @@ def _fresh_stream(settings: Settings, **update: Any) -> Settings:
 
 def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     publish(redis_client(settings), settings.events_stream, events, settings.event_partitions)
+
+
+def _encoded(settings: Settings, events: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    """(partition stream, JSON payload) of each event, as ``publish`` would XADD it."""
+    streams = partition_streams(settings.events_stream, settings.event_partitions)
+    return [
+        (
+            streams[partition_of(e.get(USER_FIELD), settings.event_partitions)],
+            json.dumps(e, default=str).encode(),
+        )
+        for e in events
+    ]
+
+
+def _xadd(settings: Settings, encoded: list[tuple[str, bytes]], chunk: int = 1000) -> None:
+    """XADD pre-encoded events in pipelines of ``chunk``: the load generator, as cheap as it
+    can be, since it shares the machine's cores with the jobs it measures."""
+    client = redis_client(settings)
+    for start in range(0, len(encoded), chunk):
+        pipe = client.pipeline(transaction=False)
+        for stream, payload in encoded[start : start + chunk]:
+            pipe.xadd(stream, {EVENT_FIELD: payload})
+        pipe.execute()
 
 
 def _wait_done(
@@ -187,13 +213,15 @@ def _jobs_rate(
     *jobs_args: list[str],
 ) -> tuple[float, float]:
     """(events/s, CPU ms per 1,000 events) of warmed-up ``ig stream`` processes (one per
-    ``jobs_args``) over ``events``, timed from the start of their XADD (this process) until
-    all are acknowledged; CPU: what the job processes used meanwhile, all together."""
+    ``jobs_args``) over ``events``, timed from the start of their XADD (this process, the
+    events JSON-encoded before: :func:`_xadd`) until all are acknowledged; CPU: what the job
+    processes used meanwhile, all together."""
+    encoded = _encoded(settings, events)
     jobs = _started(settings, warm, *jobs_args)
     try:
         cpu = sum(_cpu_s(j.pid) for j in jobs)
         since = time.monotonic()
-        _publish(settings, events)
+        _xadd(settings, encoded)
         took = _wait_done(settings, len(events), since=since)
         cpu = sum(_cpu_s(j.pid) for j in jobs) - cpu
     finally:
@@ -358,3 +386,9 @@ def future_event_figures(settings: Settings, count: int = 2_000) -> dict[str, fl
         client.xlen(project.dead_letter_stream) if client.exists(project.dead_letter_stream) else 0
     )
     return {"future_event_normal_events": count, "stalled_by_future_event": int(dead)}
+
+
+if __name__ == "__main__":  # the live-job figures alone, on the current project's data
+    from core.settings import get_settings
+
+    print(json.dumps(stream_figures(get_settings()), indent=2))

@@ -79,7 +79,12 @@ class Settings(BaseSettings):
     )
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
-    stream_batch: int = Field(500, ge=1, description="Entries read per XREADGROUP.")
+    stream_batch: int = Field(
+        2000,
+        ge=1,
+        description="Entries read per XREADGROUP: the most events a live batch holds (when the "
+        "job keeps up, batches are smaller: what arrived since the last read).",
+    )
     state_buckets: int = Field(
         16,
         ge=1,

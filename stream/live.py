@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import cache
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -365,9 +366,8 @@ class OnlineWriter:
 
     def __init__(self, store: Any) -> None:
         from feast.infra.provider import get_provider
-        from feast.type_map import python_values_to_proto_values
 
-        self._to_proto = python_values_to_proto_values
+        self._to_proto = proto_values
         self._config = store.config
         self._provider = get_provider(store.config)
         self._views = {fv.name: fv for fv in store.list_feature_views()}
@@ -403,6 +403,40 @@ class OnlineWriter:
             for i, row in enumerate(rows)
         ]
         self._provider.online_write_batch(self._config, self._views[view], data, None)
+
+
+@cache
+def _direct_protos() -> dict[Any, Callable[[Any], Any]]:
+    """Value type -> a builder of its ValueProto, for the types the feature views use."""
+    from feast.protos.feast.types import Value_pb2 as v
+    from feast.value_type import ValueType as T
+
+    def scalar(field: str) -> Callable[[Any], Any]:
+        return lambda x: v.Value() if x is None else v.Value(**{field: x})
+
+    def listed(field: str, kind: Any) -> Callable[[Any], Any]:
+        return lambda x: v.Value() if x is None else v.Value(**{field: kind(val=x)})
+
+    return {
+        T.STRING: scalar("string_val"),
+        T.INT64: scalar("int64_val"),
+        T.DOUBLE: scalar("double_val"),
+        T.STRING_LIST: listed("string_list_val", v.StringList),
+        T.DOUBLE_LIST: listed("double_list_val", v.DoubleList),
+        T.INT64_LIST: listed("int64_list_val", v.Int64List),
+    }
+
+
+def proto_values(values: list[Any], value_type: Any) -> list[Any]:
+    """Feast's ``python_values_to_proto_values`` for plain Python values (str, int, float,
+    their lists, None), built directly: Feast's general conversion (type inference, numpy
+    and pandas cases) cost more than the write itself. Other types go through Feast's."""
+    build = _direct_protos().get(value_type)
+    if build is None:
+        from feast.type_map import python_values_to_proto_values
+
+        return python_values_to_proto_values(values, value_type)
+    return [build(x) for x in values]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -303,3 +303,14 @@ def test_parse_event_refuses_a_context_of_the_wrong_length_or_not_numbers():
     for bad in ([1, 2], ["a"] * 6, [float("inf")] * 6, 3):
         dead = parse_event({**raw, "context": bad})
         assert isinstance(dead, DeadLetter) and "context" in dead.reason
+
+
+def test_an_event_pickles_to_an_equal_event_with_every_field():
+    import dataclasses
+    import pickle
+
+    event = Event("u", "i", "click", 5 * US, 2.0, "s", "c", "1-0", True, 3, (0.5, 1.0))
+    assert pickle.loads(pickle.dumps(event)) == event
+    _, args = event.__reduce__()
+    assert args == tuple(getattr(event, f.name) for f in dataclasses.fields(Event))  # all
+    assert pickle.loads(pickle.dumps(Event("u", "i", "view", 0))) == Event("u", "i", "view", 0)
