@@ -10,8 +10,8 @@ import math
 from bisect import bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,18 +73,21 @@ class DeadLetter:
     raw: Any
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def _to_us(value: Any) -> int:
+    if isinstance(value, str):  # the bus's form (ISO 8601; "Z" is read as UTC)
+        value = datetime.fromisoformat(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+        return (value - _EPOCH) // _ONE_US
     if isinstance(value, bool):
         raise TypeError("a boolean is not a timestamp")
     if isinstance(value, int | float):
         return int(round(float(value) * US))  # unix seconds
-    if isinstance(value, str):
-        return _to_us(datetime.fromisoformat(value.replace("Z", "+00:00")))
     raise TypeError(f"unsupported timestamp type {type(value).__name__}")
 
 
@@ -257,37 +260,80 @@ class WindowCounts:
 class DecayedAffinity:
     """Category scores that halve every ``half_life_us`` without new events.
 
+    Decay is lazy: ``raw`` holds each score in the units of a reference time ``ref_us`` (a
+    weight ``w`` at time ``t`` adds ``w * 2 ** ((t - ref) / half_life)``), so an event costs
+    O(1) instead of rescaling every category (a third of a user's update, measured), and a
+    late event needs no special case. The score at ``as_of_us`` (the latest event time) is
+    ``raw * 2 ** -((as_of - ref) / half_life)``; the reference moves forward every
+    ``REBASE_HALF_LIVES`` half-lives, before the units grow large. Scores below ``FLOOR``
+    count as gone (dropped at a rebase, never reported).
     ``ranked`` keeps the ``top_n`` best categories up to date at O(top_n) per event: decay
     scales every score by the same factor, so it never changes their order; only the
     category an event adds to can move (a full sort of up to 64 categories per event was the
     largest cost of a backfill)."""
 
     half_life_us: int
-    scores: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, float] = field(default_factory=dict)
+    ref_us: int | None = None
     as_of_us: int = 0
     max_keys: int = 64
     top_n: int = 5
     ranked: list[str] = field(default_factory=list)
 
+    FLOOR: ClassVar[float] = 1e-6
+    REBASE_HALF_LIVES: ClassVar[float] = 32.0
+
     def add(self, category: str, weight: float, ts_us: int) -> None:
+        if self.ref_us is None:
+            self.ref_us = ts_us
         if ts_us > self.as_of_us:
-            factor = 0.5 ** ((ts_us - self.as_of_us) / self.half_life_us)
-            self.scores = {k: v * factor for k, v in self.scores.items() if v * factor > 1e-6}
             self.as_of_us = ts_us
-        else:  # a late event: its weight decays to the current time instead
-            weight *= 0.5 ** ((self.as_of_us - ts_us) / self.half_life_us)
-        self.scores[category] = self.scores.get(category, 0.0) + weight
-        if len(self.scores) > self.max_keys:  # drop the weakest: O(keys), not a sort
-            del self.scores[min(self.scores, key=self.scores.__getitem__)]
-        scores = self.scores
-        ranked = {c for c in (*self.ranked, category) if c in scores}  # it may be evicted
-        self.ranked = sorted(ranked, key=lambda c: (-scores[c], c))[: self.top_n]
+            if ts_us - self.ref_us > self.REBASE_HALF_LIVES * self.half_life_us:
+                self._rebase()
+        raw = self.raw
+        raw[category] = raw.get(category, 0.0) + weight * 2.0 ** (
+            (ts_us - self.ref_us) / self.half_life_us
+        )
+        if len(raw) > self.max_keys:  # drop the weakest: O(keys), not a sort
+            del raw[min(raw, key=raw.__getitem__)]
+        ranked = self.ranked
+        if category in ranked:
+            ranked.remove(category)
+        elif category not in raw:  # it was the weakest, just evicted
+            self.ranked = [c for c in ranked if c in raw]
+            return
+        ranked.append(category)
+        ranked.sort(key=lambda c: (-raw[c], c))
+        del ranked[self.top_n :]
+        if len(ranked) < self.top_n and len(raw) > len(ranked):  # one was evicted: refill
+            self.ranked = sorted(raw, key=lambda c: (-raw[c], c))[: self.top_n]
+
+    def _scale(self) -> float:
+        """raw units -> scores at ``as_of_us``."""
+        if self.ref_us is None:
+            return 1.0
+        return 2.0 ** (-(self.as_of_us - self.ref_us) / self.half_life_us)
+
+    def _rebase(self) -> None:
+        """Move the reference to ``as_of_us`` (raw units = today's scores); drop the gone."""
+        factor = self._scale()
+        self.raw = {c: v * factor for c, v in self.raw.items() if v * factor >= self.FLOOR}
+        self.ranked = [c for c in self.ranked if c in self.raw]
+        self.ref_us = self.as_of_us
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Every category's score at ``as_of_us`` (the gone left out)."""
+        factor = self._scale()
+        return {c: v * factor for c, v in self.raw.items() if v * factor >= self.FLOOR}
 
     def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` highest scores, ties by name."""
+        """The ``k`` highest scores at ``as_of_us``, ties by name."""
         if k > self.top_n:
             return sorted(self.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [(c, self.scores[c]) for c in self.ranked[:k]]
+        factor, raw = self._scale(), self.raw
+        scored = ((c, raw[c] * factor) for c in self.ranked[:k])  # scaling keeps the order
+        return [(c, v) for c, v in scored if v >= self.FLOOR]
 
 
 @dataclass

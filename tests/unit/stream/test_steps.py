@@ -314,3 +314,17 @@ def test_an_event_pickles_to_an_equal_event_with_every_field():
     _, args = event.__reduce__()
     assert args == tuple(getattr(event, f.name) for f in dataclasses.fields(Event))  # all
     assert pickle.loads(pickle.dumps(Event("u", "i", "view", 0))) == Event("u", "i", "view", 0)
+
+
+def test_affinity_stays_exact_across_rebases_and_forgets_what_decayed_away():
+    aff = DecayedAffinity(half_life_us=H * US)
+    aff.add("old", 1.0, 0)
+    aff.add("kept", 8.0, 0)
+    for k in range(1, 11):  # 100 half-lives later: three rebases on the way
+        aff.add("new", 1.0, 10 * k * H * US)
+    assert aff.ref_us > 0  # rebased: its units stay small
+    assert aff.top(3) == [("new", pytest.approx(1.0 + 2**-10 + 2**-20 + 2**-30, rel=1e-12))]
+    assert "old" not in aff.raw and "kept" not in aff.raw  # decayed below the floor: gone
+    aff.add("late", 4.0, 99 * H * US)  # one half-life late: counts 2 now
+    assert [c for c, _ in aff.top(2)] == ["late", "new"]
+    assert aff.top(1)[0][1] == pytest.approx(2.0)
