@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         "job keeps up, batches are smaller: what arrived since the last read).",
     )
     state_buckets: int = Field(
-        16,
+        64,
         ge=1,
         le=4096,
         description="State buckets per side (users, items) of the feature dataflow: the unit "

@@ -58,6 +58,9 @@ from stream.steps import CREATED_OFFSET_US, BatchInfo, DeadLetter, KeyedRows, Si
 
 log = logging.getLogger(__name__)
 LIVE_PREFIX = "part-live-"  # offline partitions written by the live job
+# How long a source partition waits after a read found nothing (or Redis was away) before it
+# reads again: the latency an idle job adds to the next event, against idle reads per second.
+IDLE_POLL_MS = 10
 
 
 def retry_redis(write: Callable[[], Any], pause_s: float = 1.0) -> Any:
@@ -294,8 +297,11 @@ class _StreamPartition(StatefulSourcePartition[list[dict[str, Any]], SourceState
         return [decode_entry(i, f, partition=self._partition) for i, f in entries]
 
     def next_awake(self) -> datetime | None:
-        if self._idle_since is not None or self._backoff_until > time.monotonic():
-            return datetime.now(UTC) + timedelta(milliseconds=50)
+        backoff_s = self._backoff_until - time.monotonic()
+        if backoff_s > 0:  # Redis was away: try again when the back-off ends
+            return datetime.now(UTC) + timedelta(seconds=backoff_s)
+        if self._idle_since is not None:
+            return datetime.now(UTC) + timedelta(milliseconds=IDLE_POLL_MS)
         return None
 
     def snapshot(self) -> SourceState:

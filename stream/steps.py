@@ -191,6 +191,20 @@ class BatchInfo:
     ids: tuple[str, ...]
     forgets: tuple[str, ...]
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Every piece of a batch carries it, and about half the pieces cross processes: the
+        # ids travel as one string (a copy, not a thousand pickled strings).
+        return _batch_info, (self.tag, self.pieces, "\n".join(self.ids), "\n".join(self.forgets))
+
+
+def _batch_info(tag: str, pieces: int, ids: str, forgets: str) -> BatchInfo:
+    return BatchInfo(
+        tag,
+        pieces,
+        tuple(ids.split("\n")) if ids else (),
+        tuple(forgets.split("\n")) if forgets else (),
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Parsed:

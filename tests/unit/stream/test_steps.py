@@ -328,3 +328,15 @@ def test_affinity_stays_exact_across_rebases_and_forgets_what_decayed_away():
     aff.add("late", 4.0, 99 * H * US)  # one half-life late: counts 2 now
     assert [c for c, _ in aff.top(2)] == ["late", "new"]
     assert aff.top(1)[0][1] == pytest.approx(2.0)
+
+
+def test_a_batch_info_pickles_to_an_equal_one():
+    import pickle
+
+    from stream.steps import BatchInfo
+
+    for info in (
+        BatchInfo("1-0..3-0@1", 4, ("1-0", "2-0@1", "3-0@1"), ("2-0@1",)),
+        BatchInfo("5-0..5-0", 1, ("5-0",), ()),
+    ):
+        assert pickle.loads(pickle.dumps(info)) == info
