@@ -597,7 +597,7 @@ class _DeadLetterStreamPartition(StatelessSinkPartition[DeadLetter]):
                 self._s.dead_letter_stream,
                 {"reason": d.reason, "raw": json.dumps(raw, default=str)},
             )
-            if raw.get(STREAM_ID):
+            if raw.get(STREAM_ID) and not d.side_of_event:  # a late side: its batch acks it
                 ids.append(raw[STREAM_ID])
         streams = partition_streams(self._s.events_stream, self._s.event_partitions)
         for k, entries in by_partition(ids).items():

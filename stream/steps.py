@@ -67,10 +67,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An input that could not become an :class:`Event`, and why."""
+    """An input that could not become an :class:`Event`, and why. ``side_of_event``: only one
+    side of a valid event was refused (late for its user or its item); the event's batch,
+    whose other side is still written, acknowledges it, not the dead-letter sink."""
 
     reason: str
     raw: Any
+    side_of_event: bool = False
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -458,6 +461,7 @@ def late_event(
         f"late event: {behind:.0f} s behind the {entity}'s latest event time "
         f"(allowed {allowed_lateness_us / US:.0f} s)",
         _as_raw(event),
+        side_of_event=True,
     )
 
 

@@ -47,6 +47,7 @@ def test_flow_emits_rows_per_view_and_routes_dead_letters():
     rows, dead = run(events)
     assert [d.reason for d in dead] == ["missing item_id"]
     assert isinstance(dead[0], DeadLetter) and dead[0].raw == {"user_id": "u1"}
+    assert not dead[0].side_of_event  # no event at all: the dead-letter sink acknowledges it
     by_view = {}
     assert all(isinstance(side, SideRows) and side.info is None for _, side in rows)  # backfill
     for key, view, row in flat(rows):
@@ -102,6 +103,7 @@ def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
     rows, dead = run(events, params)
     assert [d.raw[n.ITEM_ID] for d in dead] == ["i3"]
     assert dead[0].reason.startswith("late event: 990 s behind the user's")
+    assert dead[0].side_of_event  # its item side is still written: its batch acknowledges it
     totals = [r[n.EVENTS_TOTAL] for _, view, r in flat(rows) if view == n.USER_BEHAVIOR]
     assert totals == [1, 2]  # the 10 s-late event is counted, the 990 s-late one is not
 
