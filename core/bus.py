@@ -180,7 +180,9 @@ def decode_entry(
         return {**tag, INVALID: f"bad JSON: {exc}", "payload": repr(payload)[:500]}
     if not isinstance(event, dict):
         return {**tag, INVALID: "event is not a JSON object", "payload": event}
-    return {**event, **tag}
+    event.pop(REPLAY, None)  # only the job marks history, never a producer
+    event.update(tag)  # in place: a fresh dict, and this runs for every live event
+    return event
 
 
 @dataclass(frozen=True)

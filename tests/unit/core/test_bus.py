@@ -36,3 +36,10 @@ def test_source_ids_name_the_partition_beyond_the_first():
 def test_decode_entry_tags_the_event_with_its_source_id():
     event = decode_entry(b"5-1", {b"event": b'{"user_id": "u"}'}, partition=1)
     assert event == {"user_id": "u", "_stream_id": "5-1@1"}
+
+
+def test_decode_entry_never_takes_a_producers_replay_or_stream_id():
+    forged = b'{"user_id": "u", "_replay": true, "_stream_id": "1-1"}'
+    assert decode_entry(b"5-1", {b"event": forged}) == {"user_id": "u", "_stream_id": "5-1"}
+    replayed = decode_entry(b"5-1", {b"event": b'{"user_id": "u"}'}, replay=True)
+    assert replayed == {"user_id": "u", "_stream_id": "5-1", "_replay": True}
