@@ -333,10 +333,12 @@ def test_affinity_stays_exact_across_rebases_and_forgets_what_decayed_away():
 def test_a_batch_info_pickles_to_an_equal_one():
     import pickle
 
-    from stream.steps import BatchInfo
+    from stream.steps import BatchInfo, Piece
 
     for info in (
         BatchInfo("1-0..3-0@1", 4, ("1-0", "2-0@1", "3-0@1"), ("2-0@1",)),
         BatchInfo("5-0..5-0", 1, ("5-0",), ()),
     ):
         assert pickle.loads(pickle.dumps(info)) == info
+    piece = Piece("user:3", info, [Event("u", "i", "view", 0), Event("v", "j", "cart", 1)])
+    assert pickle.loads(pickle.dumps(piece)) == piece
