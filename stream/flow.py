@@ -106,7 +106,7 @@ def parse_events(
         ids = tuple(events[i].source_id for i in live)  # type: ignore[misc]
         pieces = len({users[i] for i in live}) + len({items[i] for i in live} - {None})
         forgets = tuple(events[i].source_id for i in live if events[i].event_type == n.FORGET)
-        info = BatchInfo(f"{ids[0]}..{ids[-1]}", pieces, ids, forgets)  # type: ignore[arg-type]
+        info = BatchInfo.of(pieces, ids, forgets)  # type: ignore[arg-type]
     return Parsed(events, dead, users, items, info)
 
 

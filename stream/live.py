@@ -543,9 +543,10 @@ class _LivePartition(StatelessSinkPartition[SideRows]):
 
     def _acknowledge(self, done: list[BatchInfo]) -> None:
         """XACK the events of complete batches; XDEL forget control events after."""
+        done_ids = [info.ids for info in done]
         pipe = self._client.pipeline(transaction=False)
-        for k, ids in by_partition(i for info in done for i in info.ids).items():
-            pipe.xack(self._streams[k], self._s.consumer_group, *ids)
+        for k, entries in by_partition(i for ids in done_ids for i in ids).items():
+            pipe.xack(self._streams[k], self._s.consumer_group, *entries)
         # a forget request names the shopper: once it has been carried out, it goes too
         for k, ids in by_partition(i for info in done for i in info.forgets).items():
             pipe.xdel(self._streams[k], *ids)
@@ -554,13 +555,13 @@ class _LivePartition(StatelessSinkPartition[SideRows]):
         metrics = stream_metrics()
         observe, keep = metrics.freshness.observe, metrics.freshness_samples.append
         acked = 0
-        for info in done:
-            for sid in info.ids:
+        for ids in done_ids:
+            for sid in ids:
                 # A source id starts with the entry's XADD wall-clock time in milliseconds.
                 fresh_s = max(now_ms - int(sid.partition("-")[0]), 0) / 1000
                 observe(fresh_s)
                 keep(fresh_s)
-            acked += len(info.ids)
+            acked += len(ids)
         metrics.events_acked.inc(acked)
 
     def close(self) -> None:

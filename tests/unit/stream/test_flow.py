@@ -176,7 +176,7 @@ def test_a_live_batch_names_its_events_and_its_pieces_for_acknowledgement():
     events.append({STREAM_ID: "13-0", n.USER_ID: "u9"})  # no item: a dead letter, no piece
     parsed = parse_events(events, BUCKETS)
     info = parsed.info
-    assert info.ids == tuple(f"{k}-0" for k in range(13))
+    assert info.ids == [f"{k}-0" for k in range(13)]
     assert info.forgets == ("12-0",)
     users = {bucket_of(f"u{k}", BUCKETS) for k in range(5)}
     items = {bucket_of(f"i{k}", BUCKETS) for k in range(3)}

@@ -336,9 +336,10 @@ def test_a_batch_info_pickles_to_an_equal_one():
     from stream.steps import BatchInfo, Piece
 
     for info in (
-        BatchInfo("1-0..3-0@1", 4, ("1-0", "2-0@1", "3-0@1"), ("2-0@1",)),
-        BatchInfo("5-0..5-0", 1, ("5-0",), ()),
+        BatchInfo.of(4, ("1-0", "2-0@1", "3-0@1"), ("2-0@1",)),
+        BatchInfo.of(1, ("5-0",), ()),
     ):
         assert pickle.loads(pickle.dumps(info)) == info
+    assert info.ids == ["5-0"] and info.tag == "5-0..5-0"
     piece = Piece("user:3", info, [Event("u", "i", "view", 0), Event("v", "j", "cart", 1)])
     assert pickle.loads(pickle.dumps(piece)) == piece
