@@ -30,15 +30,15 @@ from bytewax.testing import run_main
 
 from core import names as n
 from core.bus import (
-    EVENT_FIELD,
     STREAM_ID,
-    USER_FIELD,
+    Encoded,
     by_partition,
+    encode_events,
     entry_id,
     group_info,
-    partition_of,
     partition_streams,
     publish,
+    send_encoded,
 )
 from core.redis_server import free_port, redis_client
 from core.settings import Settings
@@ -84,27 +84,12 @@ def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     publish(redis_client(settings), settings.events_stream, events, settings.event_partitions)
 
 
-def _encoded(settings: Settings, events: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
-    """(partition stream, JSON payload) of each event, as ``publish`` would XADD it."""
-    streams = partition_streams(settings.events_stream, settings.event_partitions)
-    return [
-        (
-            streams[partition_of(e.get(USER_FIELD), settings.event_partitions)],
-            json.dumps(e, default=str).encode(),
-        )
-        for e in events
-    ]
-
-
-def _xadd(settings: Settings, encoded: list[tuple[str, bytes]], chunk: int = 1000) -> None:
-    """XADD pre-encoded events in pipelines of ``chunk``: the load generator, as cheap as it
-    can be, since it shares the machine's cores with the jobs it measures."""
+def _xadd(settings: Settings, encoded: list[Encoded], chunk: int = 1000) -> None:
+    """XADD pre-encoded events (:func:`core.bus.encode_events`) in pipelines of ``chunk``: the
+    load generator, as cheap as it can be, since it shares the cores with the jobs it times."""
     client = redis_client(settings)
     for start in range(0, len(encoded), chunk):
-        pipe = client.pipeline(transaction=False)
-        for stream, payload in encoded[start : start + chunk]:
-            pipe.xadd(stream, {EVENT_FIELD: payload})
-        pipe.execute()
+        send_encoded(client, encoded[start : start + chunk])
 
 
 def _wait_done(
@@ -216,7 +201,7 @@ def _jobs_rate(
     ``jobs_args``) over ``events``, timed from the start of their XADD (this process, the
     events JSON-encoded before: :func:`_xadd`) until all are acknowledged; CPU: what the job
     processes used meanwhile, all together."""
-    encoded = _encoded(settings, events)
+    encoded = encode_events(settings.events_stream, events, settings.event_partitions)
     jobs = _started(settings, warm, *jobs_args)
     try:
         cpu = sum(_cpu_s(j.pid) for j in jobs)

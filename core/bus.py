@@ -57,6 +57,7 @@ def partition_streams(stream: str, partitions: int = 1) -> list[str]:
 def partition_of(user_id: Any, partitions: int) -> int:
     """The partition of a user's events: CRC-32 of the id's text modulo the count; the same
     in every process and on every machine (Python's ``hash`` of a str is salted per process).
+    The live dataflow buckets its user and item state by the same function (stream.flow).
     An event without a user (it goes to the dead letters) is on partition 0."""
     if partitions <= 1 or user_id is None:
         return 0
@@ -89,13 +90,32 @@ def publish(
 ) -> list[str]:
     """XADD events (JSON) in one pipeline, each to its user's partition of the bus named
     ``stream``; returns their :func:`source_id` s."""
+    return send_encoded(client, encode_events(stream, events, partitions))
+
+
+Encoded = tuple[int, str, str]  # (partition, its stream, the event as JSON)
+
+
+def encode_events(
+    stream: str, events: Iterable[dict[str, Any]], partitions: int = 1
+) -> list[Encoded]:
+    """Each event's partition of the bus named ``stream`` (by its user) and its JSON: what
+    :func:`publish` XADDs (a load generator encodes first, then times only the sending)."""
     streams = partition_streams(stream, partitions)
-    pipe = client.pipeline(transaction=False)
-    chosen = []
+    out = []
     for event in events:
         k = partition_of(event.get(USER_FIELD), partitions) if isinstance(event, dict) else 0
+        out.append((k, streams[k], json.dumps(event, default=str)))
+    return out
+
+
+def send_encoded(client: redis.Redis, encoded: Iterable[Encoded]) -> list[str]:
+    """XADD :func:`encode_events`' output in one pipeline; returns the :func:`source_id` s."""
+    pipe = client.pipeline(transaction=False)
+    chosen = []
+    for k, name, payload in encoded:
         chosen.append(k)
-        pipe.xadd(streams[k], {EVENT_FIELD: json.dumps(event, default=str)})
+        pipe.xadd(name, {EVENT_FIELD: payload})
     return [source_id(k, i) for k, i in zip(chosen, pipe.execute(), strict=True)]
 
 

@@ -17,7 +17,7 @@ stream.steps)::
                         of a bucket (so of a user, or an item), in order; the live sink
                         acknowledges a batch once all its pieces are written, wherever they
                         were (stream.live.SideMarks)
-    dead_letters        parse failures and events late for one side
+    dead_letters        parse failures and events late for one side (none of replayed history)
 
 A user's events come from one bus partition, in order, so each user bucket sees them in
 arrival order, and backfill and live compute the same rows for users (for items too when the
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import pickle
 import time
-import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -44,6 +43,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from core import names as n
+from core.bus import partition_of
 from core.settings import Settings, get_settings
 from stream.steps import (
     US,
@@ -79,27 +79,23 @@ def default_params(settings: Settings | None = None) -> FeatureParams:
 USER_SIDE, ITEM_SIDE = "user", "item"
 
 
-def bucket_of(entity_id: str, buckets: int) -> int:
-    """The state bucket of a user or item id: CRC-32 of the id modulo ``buckets``, the same
-    in every process (Python's ``hash`` of a str is salted per process)."""
-    return zlib.crc32(entity_id.encode()) % buckets if buckets > 1 else 0
-
-
 def parse_events(
     raws: list[Any], buckets: int, parse: Callable[[Any], Event | DeadLetter] = parse_event
 ) -> Parsed:
-    """Parse a batch; bucket its events; for live events (with a source id) the batch's
-    :class:`BatchInfo`."""
+    """Parse a batch; bucket its events (:func:`core.bus.partition_of` of the user / item id:
+    the same bucket in every process); for live events (with a source id) the batch's
+    :class:`BatchInfo`. Dead letters of replayed history are dropped: they were recorded when
+    first seen."""
     events: list[Event] = []
     dead: list[DeadLetter] = []
     for raw in raws:
         got = parse(raw)
         if isinstance(got, Event):
             events.append(got)
-        else:
+        elif not is_replayed(got):
             dead.append(got)
-    users = [bucket_of(e.user_id, buckets) for e in events]
-    items = [None if e.event_type == n.FORGET else bucket_of(e.item_id, buckets) for e in events]
+    users = [partition_of(e.user_id, buckets) for e in events]
+    items = [None if e.event_type == n.FORGET else partition_of(e.item_id, buckets) for e in events]
     live = [i for i, e in enumerate(events) if not e.replay and e.source_id is not None]
     info = None
     if live:
@@ -131,7 +127,8 @@ def run_piece(
 ) -> tuple[list[FeatureRow], list[DeadLetter], bool]:
     """Apply ``step`` to each event of ``piece`` with its entity's state in ``states`` (a
     state that becomes None is dropped: a forgotten shopper). Returns the rows, the dead
-    letters of live events late for this side, and whether any event was live."""
+    letters of live events late for this side, and whether any event was live (a piece of
+    replayed history only writes and acknowledges nothing)."""
     rows: list[FeatureRow] = []
     dead: list[DeadLetter] = []
     live = False
@@ -166,7 +163,7 @@ class BucketLogic(StatefulBatchLogic[Piece, SideRows, bytes]):
         out = []
         for piece in values:
             rows, dead, live = run_piece(self.states, self.step, self.entity, piece)
-            if live or dead:
+            if live:
                 out.append(SideRows(piece.key, piece.info, rows, dead))
         return out, StatefulBatchLogic.RETAIN
 
@@ -239,11 +236,10 @@ def build_flow(
         _side_logic(ITEM_SIDE, params),
     )
     rows = op.merge("feature_rows", users, items)
-    parse_dead = op.flat_map("parse_dead_letters", parsed, lambda p: p.dead)
-    dead = op.filter(
-        "drop_replayed_dead_letters",
-        op.merge("merge_dead_letters", parse_dead, op.flat_map("late_dead_letters", rows, _late)),
-        lambda d: not is_replayed(d),
+    dead = op.merge(
+        "dead_letters_merged",
+        op.flat_map("parse_dead_letters", parsed, lambda p: p.dead),
+        op.flat_map("late_dead_letters", rows, _late),
     )
     op.output("write_feature_rows", rows, sink)
     op.output("dead_letters", dead, dead_letter_sink)

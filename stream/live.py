@@ -53,7 +53,7 @@ from core.redis_server import redis_client
 from core.settings import Settings
 from stream.io import Compactor, iter_log_batches, write_partition
 from stream.metrics import stream_metrics
-from stream.steps import CREATED_OFFSET_US, BatchInfo, DeadLetter, KeyedRows, SideRows
+from stream.steps import CREATED_OFFSET_US, BatchInfo, DeadLetter, KeyedRows
 
 log = logging.getLogger(__name__)
 LIVE_PREFIX = "part-live-"  # offline partitions written by the live job
@@ -503,7 +503,7 @@ class SideMarks:
         return [pieces[int(i) - 1][0] for i in got]
 
 
-class _LivePartition(StatelessSinkPartition[SideRows]):
+class _LivePartition(StatelessSinkPartition[KeyedRows]):
     def __init__(self, settings: Settings, part: str) -> None:
         from core.feast_store import open_store
 

@@ -323,17 +323,11 @@ class DecayedAffinity:
         )
         if len(raw) > self.max_keys:  # drop the weakest: O(keys), not a sort
             del raw[min(raw, key=raw.__getitem__)]
-        ranked = self.ranked
-        if category in ranked:
-            ranked.remove(category)
-        elif category not in raw:  # it was the weakest, just evicted
-            self.ranked = [c for c in ranked if c in raw]
-            return
-        ranked.append(category)
-        ranked.sort(key=lambda c: (-raw[c], c))
-        del ranked[self.top_n :]
-        if len(ranked) < self.top_n and len(raw) > len(ranked):  # one was evicted: refill
-            self.ranked = sorted(raw, key=lambda c: (-raw[c], c))[: self.top_n]
+        ranked = [c for c in self.ranked if c != category and c in raw]
+        if category in raw:  # (it may have been the weakest, just dropped)
+            ranked.append(category)
+            ranked.sort(key=lambda c: (-raw[c], c))
+        self.ranked = ranked[: self.top_n]
 
     def _scale(self) -> float:
         """raw units -> scores at ``as_of_us``."""
@@ -343,8 +337,7 @@ class DecayedAffinity:
 
     def _rebase(self) -> None:
         """Move the reference to ``as_of_us`` (raw units = today's scores); drop the gone."""
-        factor = self._scale()
-        self.raw = {c: v * factor for c, v in self.raw.items() if v * factor >= self.FLOOR}
+        self.raw = self.scores
         self.ranked = [c for c in self.ranked if c in self.raw]
         self.ref_us = self.as_of_us
 

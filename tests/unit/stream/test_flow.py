@@ -2,8 +2,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core import names as n
 from core.bus import STREAM_ID
+from core.bus import partition_of as bucket_of
 from core.windows import read_time_features
-from stream.flow import bucket_of, build_flow, parse_events
+from stream.flow import build_flow, parse_events
 from stream.io import supersede
 from stream.steps import DeadLetter, FeatureParams, SideRows
 
