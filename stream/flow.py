@@ -9,6 +9,7 @@ stream.steps)::
     parse_events        Parsed: the batch's Events, its DeadLetters, each event's user and
                         item bucket, and (live) what the sink needs to acknowledge it
     user_pieces         ("user:<bucket>", Piece)   the batch's events of one user bucket, in order
+                        (the key may carry a suffix that places it: stream.routing)
     item_pieces         ("item:<bucket>", Piece)   ... of one item bucket (no forget events)
     user_features       ("user:<bucket>", SideRows)   every event's user_behavior and
                         user_interest rows; state: {user id: UserState} of the bucket
@@ -45,6 +46,7 @@ from bytewax.outputs import Sink
 from core import names as n
 from core.bus import partition_of
 from core.settings import Settings, get_settings
+from stream.routing import bucket_keys
 from stream.steps import (
     US,
     BatchInfo,
@@ -106,18 +108,17 @@ def parse_events(
     return Parsed(events, dead, users, items, info)
 
 
-def _pieces(side: str, parsed: Parsed) -> list[tuple[str, Piece]]:
+def pieces(side: str, keys: tuple[str, ...], parsed: Parsed) -> list[tuple[str, Piece]]:
+    """The batch's events of ``side`` split by state bucket, each piece under its bucket's
+    key (``keys``: :func:`stream.routing.bucket_keys`)."""
     groups: dict[int, list[Event]] = {}
     chosen = parsed.user_buckets if side == USER_SIDE else parsed.item_buckets
     for event, bucket in zip(parsed.events, chosen, strict=True):
         if bucket is not None:
             groups.setdefault(bucket, []).append(event)
-    keyed = ((f"{side}:{b}", events) for b, events in groups.items())
+    keyed = ((keys[b], events) for b, events in groups.items())
     return [(key, Piece(key, parsed.info, events)) for key, events in keyed]
 
-
-user_pieces = partial(_pieces, USER_SIDE)
-item_pieces = partial(_pieces, ITEM_SIDE)
 
 Step = Callable[[Any, Event], tuple[Any, list[FeatureRow] | DeadLetter]]
 
@@ -199,11 +200,15 @@ def build_flow(
     flow_id: str = "interest_features",
     future_tolerance_s: int | None = None,
     buckets: int | None = None,
+    workers: int = 1,
+    streams: tuple[str, ...] = (),
 ) -> Dataflow:
     """Build the dataflow; defaults replay the configured canonical log into the offline store.
 
     The source emits batches (lists of raw events); ``buckets`` (default
-    ``IG_STATE_BUCKETS``) state buckets per side."""
+    ``IG_STATE_BUCKETS``) state buckets per side. ``workers`` (all processes') and
+    ``streams`` (the bus partitions the source reads) place each user bucket on the worker
+    that reads its users (:mod:`stream.routing`)."""
     if source is None or sink is None or dead_letter_sink is None:
         from stream.io import DeadLetterParquetSink, EventLogSource, OfflineParquetSink
 
@@ -227,12 +232,18 @@ def build_flow(
     parsed = op.map("parse_events", raw, partial(parse_events, buckets=buckets, parse=parse))
     users = op.stateful_batch(
         "user_features",
-        op.flat_map("user_pieces", parsed, user_pieces),
+        op.flat_map(
+            "user_pieces",
+            parsed,
+            partial(pieces, USER_SIDE, bucket_keys(USER_SIDE, buckets, workers, streams)),
+        ),
         _side_logic(USER_SIDE, params),
     )
     items = op.stateful_batch(
         "item_features",
-        op.flat_map("item_pieces", parsed, item_pieces),
+        op.flat_map(
+            "item_pieces", parsed, partial(pieces, ITEM_SIDE, bucket_keys(ITEM_SIDE, buckets))
+        ),
         _side_logic(ITEM_SIDE, params),
     )
     rows = op.merge("feature_rows", users, items)

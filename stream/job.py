@@ -17,11 +17,14 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
+from core.bus import partition_streams
 from core.names import BACKFILL_MANIFEST
 from core.settings import Settings
+from stream.flow import USER_SIDE
 from stream.io import few_full_collections
 from stream.live import HistoryError, backfill_history, live_flow
 from stream.metrics import report_every, stream_metrics
+from stream.routing import bucket_keys
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,19 @@ def backfill_finished(manifest: Path) -> float:
     return datetime.fromisoformat(finished).timestamp() if finished else manifest.stat().st_mtime
 
 
+HASHED = "by hash"
+
+
+def user_placement(settings: Settings, workers: int) -> str:
+    """How the job names its user buckets (:func:`stream.routing.bucket_keys`): by hash, or
+    for ``workers`` workers reading the bus partitions (snapshots are stored by name)."""
+    streams = tuple(partition_streams(settings.events_stream, settings.event_partitions))
+    keys = bucket_keys(USER_SIDE, settings.state_buckets, workers, streams)
+    if keys == bucket_keys(USER_SIDE, settings.state_buckets):
+        return HASHED
+    return f"{workers} workers reading {len(streams)} partitions"
+
+
 def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> RecoveryConfig:
     """The Bytewax recovery folder, created (``python -m bytewax.recovery``) when empty.
     Raises :class:`HistoryError` when its snapshots predate the last backfill or hold state
@@ -70,14 +86,22 @@ def prepare_recovery(settings: Settings, folder: Path, partitions: int) -> Recov
             "rebuilds its state from the new backfill's log."
         )
     layout = folder / LAYOUT_FILE
-    wanted = {"state": STATE_FORMAT, "state_buckets": settings.state_buckets}
+    wanted = {
+        "state": STATE_FORMAT,
+        "state_buckets": settings.state_buckets,
+        "user_buckets": user_placement(settings, partitions),
+    }
     if snapshots:
         found = json.loads(layout.read_text()) if layout.exists() else {}
+        if found and "user_buckets" not in found:  # written before placement: by hash
+            found["user_buckets"] = HASHED
         if found != wanted:
             held = found or "an older version of the live job"
             raise HistoryError(
                 f"the recovery folder {folder} holds state of another layout ({held}; this "
-                f"job: {wanted}): IG_STATE_BUCKETS changed, or the job was upgraded. Delete "
+                f"job: {wanted}): IG_STATE_BUCKETS, the worker count or IG_EVENT_PARTITIONS "
+                "changed (buckets are named for the workers that read their users), or the "
+                "job was upgraded. Delete "
                 "the folder: the job then rebuilds its state from the backfilled log and the "
                 "stream."
             )
@@ -102,6 +126,7 @@ def run_live_job(settings: Settings, job: LiveJob) -> str:
         idle_stop_s=job.idle_stop_s,
         consumer=f"features-{job.process_id}",
         history=history or False,
+        workers=job.partitions,
     )
     if job.metrics_port:
         from prometheus_client import start_http_server

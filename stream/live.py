@@ -624,8 +624,10 @@ def live_flow(
     idle_stop_s: float | None = None,
     consumer: str = "features-0",
     history: History | None | bool = True,
+    workers: int = 1,
 ):
-    """The feature dataflow wired to the event bus (same steps as backfill).
+    """The feature dataflow wired to the event bus (same steps as backfill); ``workers``: the
+    job's worker count, all processes together (it places state: :mod:`stream.routing`).
 
     ``history=True`` continues from the last backfill (:func:`backfill_history`; raises
     :class:`HistoryError` when that cannot be done safely); ``False`` starts from empty state
@@ -641,4 +643,6 @@ def live_flow(
         params=default_params(settings),
         future_tolerance_s=settings.future_tolerance_s,
         buckets=settings.state_buckets,
+        workers=workers,
+        streams=tuple(partition_streams(settings.events_stream, settings.event_partitions)),
     )

@@ -51,5 +51,27 @@ def test_a_new_recovery_folder_records_its_layout(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     prepare_recovery(settings, tmp_path / "recovery", 2)
     layout = json.loads((tmp_path / "recovery" / LAYOUT_FILE).read_text())
-    assert layout == {"state": STATE_FORMAT, "state_buckets": settings.state_buckets}
+    assert layout == {
+        "state": STATE_FORMAT,
+        "state_buckets": settings.state_buckets,
+        "user_buckets": "by hash",  # one partition, two workers: no worker reads by user
+    }
     assert len(list((tmp_path / "recovery").glob("part-*.sqlite3"))) == 2
+
+
+def test_a_recovery_folder_of_placed_buckets_needs_the_same_workers(tmp_path):
+    # 2 partitions read by 2 workers: user buckets are named for their readers, so the
+    # snapshots' names only fit a job of 2 workers; a job before placement wrote no entry
+    settings = Settings(data_dir=tmp_path / "data", event_partitions=2)
+    prepare_recovery(settings, tmp_path / "recovery", 2)
+    (tmp_path / "recovery" / "part-0.sqlite3").touch()
+    layout = json.loads((tmp_path / "recovery" / LAYOUT_FILE).read_text())
+    assert layout["user_buckets"] == "2 workers reading 2 partitions"
+    prepare_recovery(settings, tmp_path / "recovery", 2)  # the same job: no error
+    with pytest.raises(HistoryError, match="the worker count"):
+        prepare_recovery(settings, tmp_path / "recovery", 1)
+    del layout["user_buckets"]
+    (tmp_path / "recovery" / LAYOUT_FILE).write_text(json.dumps(layout))
+    prepare_recovery(settings, tmp_path / "recovery", 1)  # by hash, as that job named them
+    with pytest.raises(HistoryError, match="another layout"):
+        prepare_recovery(settings, tmp_path / "recovery", 2)
