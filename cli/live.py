@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from core.settings import get_settings
@@ -12,7 +13,14 @@ from core.settings import get_settings
 def register(sub: argparse._SubParsersAction) -> None:
     """``ig stream | replay``."""
     p = sub.add_parser("stream", help="run the live feature job on the Redis event stream")
-    p.add_argument("-w", "--workers", type=int, default=1, help="workers per process")
+    p.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="workers: without -a, this many worker processes on this machine (one core "
+        "each); with -a, Bytewax worker threads per process (they share one core)",
+    )
     p.add_argument("-a", "--addresses", help="host:port of every process, comma-separated")
     p.add_argument("-i", "--process-id", type=int, default=0)
     p.add_argument("-r", "--recovery-dir", help="Bytewax recovery folder (created if empty)")
@@ -20,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (local worker k of -w: PORT+k)",
     )
     p.add_argument(
         "--report-s", type=float, default=10.0, help="print a metrics line every this many seconds"
@@ -40,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--freshness-out",
         help="on stop, write each event's freshness (XADD to written, seconds) as JSON here "
-        "(benchmarks: the latest 100,000 events)",
+        "(benchmarks: the latest 100,000 events; local worker k of -w: FILE.k)",
     )
     p.set_defaults(func=cmd_stream)
     p = sub.add_parser("replay", help="XADD an event log onto the event stream")
@@ -61,6 +69,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from stream.job import LiveJob, run_live_job
     from stream.live import HistoryError
 
+    if args.workers > 1 and not args.addresses:
+        return _local_processes(args)
     job = LiveJob(
         workers=args.workers,
         addresses=tuple(args.addresses.split(",")) if args.addresses else (),
@@ -81,10 +91,61 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_processes(args: argparse.Namespace) -> int:
+    """``ig stream -w N`` without ``-a``: N processes of one worker each on this machine, one
+    Bytewax cluster (``-a`` on free local ports, ``-i`` 0..N-1). Python runs one thread at a
+    time per process, so worker threads would share one core; processes use N. The recovery
+    folder is prepared here, once, before they start. Ctrl-C / SIGTERM stop them all; if one
+    fails, the others are stopped and its exit status returned."""
+    import signal
+    import subprocess
+
+    from cli.procs import ig_command
+    from core.redis_server import free_port
+    from core.settings import ROOT
+    from stream.job import prepare_recovery
+    from stream.live import HistoryError
+
+    count = args.workers
+    if args.recovery_dir:
+        try:
+            prepare_recovery(get_settings(), Path(args.recovery_dir), count)
+        except HistoryError as exc:
+            print(f"live job refused: {exc}", file=sys.stderr)
+            return 2
+    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(count))
+    common = ["--report-s", str(args.report_s), "--epoch-s", str(args.epoch_s)]
+    for flag, value in (("-r", args.recovery_dir), ("--idle-stop", args.idle_stop)):
+        if value is not None:
+            common += [flag, str(value)]
+    children = []
+    for k in range(count):
+        own = ["-a", addresses, "-i", str(k)]
+        if args.metrics_port:
+            own += ["--metrics-port", str(args.metrics_port + k)]
+        if args.freshness_out:
+            own += ["--freshness-out", f"{args.freshness_out}.{k}"]
+        children.append(subprocess.Popen([*ig_command("stream"), *common, *own], cwd=ROOT))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    while any(c.poll() is None for c in children):
+        failed = [c.returncode for c in children if c.returncode not in (None, 0)]
+        if failed and not status:
+            status = failed[0]
+            forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return status or next((c.returncode for c in children if c.returncode), 0)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """XADD a canonical event log onto the event bus at a chosen speed factor."""
-    import time
-
     import pyarrow.parquet as pq
 
     from core.bus import publish

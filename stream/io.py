@@ -286,7 +286,10 @@ def compact_files(root: Path, view: str, prefix: str, files_per_level: int) -> i
 class Compactor:
     """Compacts one writer's small offline files (:func:`compact_files`) in a background
     thread: Arrow reads, concatenates and writes outside the GIL, so the dataflow goes on.
-    ``poke`` after each write starts a round unless one is running; ``close`` waits."""
+    ``poke`` after each write (at most one new file per view) starts a round once enough
+    files were written since the last for a merge (a round lists and stats the folders: run
+    after every write it cost a tenth of the live job), unless one is running; the first poke
+    starts one for what earlier runs left. ``close`` waits."""
 
     def __init__(self, root: Path, views: list[str], prefix: str, files_per_level: int) -> None:
         self._root = root
@@ -295,6 +298,7 @@ class Compactor:
         self._files = files_per_level
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"compact-{prefix}")
         self._running: Future[int] | None = None
+        self._written = files_per_level  # since the last round (the first: files left before)
         for view in views:
             if (root / view).exists():
                 finish_compactions(root / view, prefix)
@@ -303,11 +307,15 @@ class Compactor:
         return sum(compact_files(self._root, v, self._prefix, self._files) for v in self._views)
 
     def poke(self) -> None:
+        self._written += 1
+        if self._written < self._files:
+            return
         if self._running is not None and not self._running.done():
             return
         if self._running is not None and (exc := self._running.exception()) is not None:
             log.warning("offline compaction failed (%s); the files stay as written", exc)
         self._running = self._pool.submit(self._round)
+        self._written = 0
 
     def close(self) -> None:
         if self._running is not None:

@@ -18,6 +18,7 @@ from core.feast_store import feast_apply, materialize, open_store
 from core.redis_server import RedisServer, free_port, redis_client
 from stream.backfill import run_backfill
 from stream.compare import offline_differences, online_differences, visible_rows
+from stream.job import LAYOUT_FILE
 from stream.live import live_flow, open_marks
 from stream.metrics import stream_metrics
 
@@ -200,7 +201,8 @@ def test_two_processes_on_loopback_equal_backfill(project, feast_project):
 
 
 def test_two_partitions_read_by_two_processes_equal_a_backfill(project, feast_project):
-    """A bus of 2 partitions, one `ig stream` process each (-a/-i): every event is written and
+    """A bus of 2 partitions, `ig stream -w 2`: two processes (one cluster on local ports),
+    each reading one partition, its users' state buckets on it: every event is written and
     acknowledged; each shopper's events are on one partition, in order, so user rows offline
     equal a backfill's; items see both partitions interleaved (their intermediate offline
     rows may differ), and every entity's online value, its latest state, equals the
@@ -214,10 +216,12 @@ def test_two_partitions_read_by_two_processes_equal_a_backfill(project, feast_pr
     client = redis_client(settings)
     sizes = [client.xlen(s) for s in partition_streams(settings.events_stream, 2)]
     assert sum(sizes) == EVENTS and min(sizes) > EVENTS // 4
-    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    jobs = [ig_stream(settings, "-a", addresses, "-i", str(i), "--idle-stop", "3") for i in (0, 1)]
-    for job in jobs:
-        assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
+    recovery = settings.data_dir / "recovery"
+    job = ig_stream(settings, "-w", "2", "-r", str(recovery), "--idle-stop", "3")
+    assert job.wait(timeout=240) == 0, job.stderr.read().decode()[-2000:]
+    layout = json.loads((recovery / LAYOUT_FILE).read_text())
+    assert layout["user_buckets"] == "2 workers reading 2 partitions"
+    assert len(list(recovery.glob("part-*.sqlite3"))) == 2
     for stream in partition_streams(settings.events_stream, 2):
         assert client.xpending(stream, settings.consumer_group)["pending"] == 0
     log_path = settings.data_dir / "events.parquet"

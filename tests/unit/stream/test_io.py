@@ -5,14 +5,14 @@ import json
 import pyarrow.dataset as ds
 
 from core import names as n
-from stream.io import compact_files, finish_compactions, write_partition
+from stream.io import Compactor, compact_files, finish_compactions, write_partition
 
 PREFIX = "part-live-0"
 
 
-def write_batches(root, count, rows_each=3):
+def write_batches(root, count, rows_each=3, start=0):
     """``count`` files of ``rows_each`` item_stats rows, as the live sink writes them."""
-    for b in range(count):
+    for b in range(start, start + count):
         rows = [
             {
                 n.ITEM_ID: f"i{b}-{r}",
@@ -66,3 +66,26 @@ def test_finish_compactions_completes_a_killed_merge_or_drops_its_journal(tmp_pa
     assert sorted(p.name for p in folder.glob("*.parquet")) == sorted(
         [f"{PREFIX}-c1-x.parquet", *inputs[1:]]
     )
+
+
+def test_the_compactor_runs_a_round_once_enough_files_were_written(tmp_path):
+    folder = tmp_path / n.ITEM_STATS
+    write_batches(tmp_path, 3)  # left by an earlier run
+    compactor = Compactor(tmp_path, [n.ITEM_STATS], PREFIX, files_per_level=3)
+
+    def poke_and_wait():
+        compactor.poke()
+        if compactor._running is not None:
+            compactor._running.result()
+
+    poke_and_wait()  # the first poke compacts what was there
+    assert len(list(folder.glob("*.parquet"))) == 1
+    for b in range(2):
+        write_batches(tmp_path, 1, start=10 + b)
+        poke_and_wait()
+    assert len(list(folder.glob("*.parquet"))) == 3  # 2 new files since the round: no round
+    write_batches(tmp_path, 1, start=20)
+    poke_and_wait()
+    assert len(list(folder.glob("*.parquet"))) == 2  # the 3 new ones merged
+    compactor.close()
+    assert len(ids(folder)) == 6 * 3
