@@ -47,6 +47,7 @@ from stream.metrics import stream_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 MALFORMED = 5
+ROUNDS = 3  # throughput runs of each job configuration, in turn (medians reported)
 
 
 def _events(settings: Settings, count: int, now: bool = False) -> list[dict[str, Any]]:
@@ -242,7 +243,7 @@ def _offered(settings: Settings, events: list[dict[str, Any]], rate: float) -> N
 
 def stream_figures(
     settings: Settings, count: int = 20_000, seconds: float = 10.0
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Throughput of the live job (1 worker in process; ``ig stream -w 2``; two ``ig stream``
     processes), the engine's ceiling, the offline files it leaves, and freshness at half of
     the measured one-process capacity. Events are re-timed to now (see :func:`_events`)."""
@@ -280,24 +281,41 @@ def stream_figures(
         out["stream_events_per_s_1worker"] / out["bytewax_passthrough_events_per_s"], 3
     )
 
-    # One process as a job runs (`ig stream`), then 2 workers (-w 2), then 2 processes
-    # (-a ... -i 0/1), each on a bus of as many partitions as workers.
-    out["stream_events_per_s_1proc"], out["stream_cpu_ms_per_1k_events_1proc"] = _jobs_rate(
-        _fresh_stream(settings), events, warm, ["--idle-stop", "2"]
-    )
-    out["stream_events_per_s_2worker"], out["stream_cpu_ms_per_1k_events_2worker"] = _jobs_rate(
-        _fresh_stream(settings, event_partitions=2), events, warm, ["-w", "2", "--idle-stop", "2"]
-    )
-    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    out["stream_events_per_s_2proc"], out["stream_cpu_ms_per_1k_events_2proc"] = _jobs_rate(
-        _fresh_stream(settings, event_partitions=2),
-        events,
-        warm,
-        *(["-a", addresses, "-i", str(i), "--idle-stop", "2"] for i in (0, 1)),
-    )
-    out["stream_2proc_over_1proc"] = round(
-        out["stream_events_per_s_2proc"] / out["stream_events_per_s_1proc"], 2
-    )
+    # One process as a job runs (`ig stream`), then 2 worker processes (-w 2), then 2
+    # processes started one by one (-a ... -i 0/1), each on a bus of as many partitions as
+    # workers; ROUNDS rounds in turn, each figure the median of its rounds and each ratio the
+    # median of its rounds' ratios (a run is a second or two: the machine's speed moves by
+    # a third between runs), every round's figures kept in the *_rounds lists.
+    runs: dict[str, list[tuple[float, float]]] = {"1proc": [], "2worker": [], "2proc": []}
+    for _ in range(ROUNDS):
+        runs["1proc"].append(
+            _jobs_rate(_fresh_stream(settings), events, warm, ["--idle-stop", "2"])
+        )
+        runs["2worker"].append(
+            _jobs_rate(
+                _fresh_stream(settings, event_partitions=2),
+                events,
+                warm,
+                ["-w", "2", "--idle-stop", "2"],
+            )
+        )
+        addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+        runs["2proc"].append(
+            _jobs_rate(
+                _fresh_stream(settings, event_partitions=2),
+                events,
+                warm,
+                *(["-a", addresses, "-i", str(i), "--idle-stop", "2"] for i in (0, 1)),
+            )
+        )
+    for name, got in runs.items():
+        out[f"stream_events_per_s_{name}"] = float(np.median([rate for rate, _ in got]))
+        out[f"stream_cpu_ms_per_1k_events_{name}"] = float(np.median([cpu for _, cpu in got]))
+        out[f"stream_events_per_s_{name}_rounds"] = [rate for rate, _ in got]
+    for name in ("2proc", "2worker"):
+        ratios = [many[0] / one[0] for one, many in zip(runs["1proc"], runs[name], strict=True)]
+        out[f"stream_{name}_over_1proc"] = round(float(np.median(ratios)), 2)
+        out[f"stream_{name}_over_1proc_rounds"] = [round(r, 2) for r in ratios]
 
     # Freshness (XADD -> online write, per event, as the job measures it) at half of the
     # measured one-process capacity, offered by this process to an `ig stream` process.
