@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -87,16 +88,35 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"live job refused: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a normal stop (what was not acknowledged is re-read)
+        from stream.metrics import stream_metrics
+
+        print(f"stopped (interrupted): {stream_metrics().summary()}", flush=True)
+        return 0
     print(f"stopped: {summary}", flush=True)
     return 0
+
+
+def _die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM when this process ends, even by kill -9 (Linux), so
+    a restarted ``ig stream -w N`` never meets the old workers still running."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # ignored in a background shell job: the
+    # forwarded Ctrl-C must stop the worker as it stops `ig stream` (Python's handler)
 
 
 def _local_processes(args: argparse.Namespace) -> int:
     """``ig stream -w N`` without ``-a``: N processes of one worker each on this machine, one
     Bytewax cluster (``-a`` on free local ports, ``-i`` 0..N-1). Python runs one thread at a
     time per process, so worker threads would share one core; processes use N. The recovery
-    folder is prepared here, once, before they start. Ctrl-C / SIGTERM stop them all; if one
-    fails, the others are stopped and its exit status returned."""
+    folder is prepared here, once, before they start. Ctrl-C / SIGTERM stop them all (and
+    they stop if this process is killed); if one fails, the others are stopped and its exit
+    status returned."""
     import signal
     import subprocess
 
@@ -125,9 +145,20 @@ def _local_processes(args: argparse.Namespace) -> int:
             own += ["--metrics-port", str(args.metrics_port + k)]
         if args.freshness_out:
             own += ["--freshness-out", f"{args.freshness_out}.{k}"]
-        children.append(subprocess.Popen([*ig_command("stream"), *common, *own], cwd=ROOT))
+        children.append(
+            subprocess.Popen(
+                [*ig_command("stream"), *common, *own],
+                cwd=ROOT,
+                process_group=0,  # a terminal's Ctrl-C reaches them once: forwarded from here
+                preexec_fn=_die_with_parent,
+            )
+        )
+
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -137,11 +168,14 @@ def _local_processes(args: argparse.Namespace) -> int:
     status = 0
     while any(c.poll() is None for c in children):
         failed = [c.returncode for c in children if c.returncode not in (None, 0)]
-        if failed and not status:
+        if failed and not stopping:  # one worker failed: the cluster cannot go on
             status = failed[0]
+            print(f"a worker process exited with {status}: stopping the others", file=sys.stderr)
             forward(signal.SIGTERM, None)
         time.sleep(0.2)
-    return status or next((c.returncode for c in children if c.returncode), 0)
+    if stopping:
+        return status
+    return next((c.returncode for c in children if c.returncode), 0)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

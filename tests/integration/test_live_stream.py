@@ -328,14 +328,15 @@ def test_live_job_refuses_feature_rows_it_cannot_account_for(project):
     with pytest.raises(HistoryError, match="no _backfill.json"):
         live_flow(project)
     env = {**os.environ, "IG_DATA_DIR": str(project.data_dir)}
-    out = subprocess.run(
-        [sys.executable, "-m", "cli", "stream", "--idle-stop", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 2 and "Run `make backfill`" in out.stderr
+    for workers in ("1", "2"):  # -w 2: each worker process refuses, and so does the command
+        out = subprocess.run(
+            [sys.executable, "-m", "cli", "stream", "-w", workers, "--idle-stop", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert out.returncode == 2 and "Run `make backfill`" in out.stderr
 
 
 def test_an_event_23h_ahead_stalls_no_other_shopper(feast_project, tmp_path):
