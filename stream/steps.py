@@ -325,8 +325,14 @@ class DecayedAffinity:
             del raw[min(raw, key=raw.__getitem__)]
         ranked = [c for c in self.ranked if c != category and c in raw]
         if category in raw:  # (it may have been the weakest, just dropped)
-            ranked.append(category)
-            ranked.sort(key=lambda c: (-raw[c], c))
+            # its score only grew: insert it before the first it now beats (highest first,
+            # ties by name); the others keep their order
+            score, at = raw[category], 0
+            while at < len(ranked) and (
+                raw[ranked[at]] > score or (raw[ranked[at]] == score and ranked[at] < category)
+            ):
+                at += 1
+            ranked.insert(at, category)
         self.ranked = ranked[: self.top_n]
 
     def _scale(self) -> float:
@@ -346,6 +352,21 @@ class DecayedAffinity:
         """Every category's score at ``as_of_us`` (the gone left out)."""
         factor = self._scale()
         return {c: v * factor for c, v in self.raw.items() if v * factor >= self.FLOOR}
+
+    def top_lists(self, k: int, digits: int = 6) -> tuple[list[str], list[float]]:
+        """:meth:`top` as a feature row holds it: the names, and the scores rounded to
+        ``digits`` (one pass: this runs for every event)."""
+        if k > self.top_n:
+            best = self.top(k)
+            return [c for c, _ in best], [round(v, digits) for _, v in best]
+        factor, raw, floor = self._scale(), self.raw, self.FLOOR
+        names, scores = [], []
+        for c in self.ranked[:k]:
+            v = raw[c] * factor
+            if v >= floor:
+                names.append(c)
+                scores.append(round(v, digits))
+        return names, scores
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` highest scores at ``as_of_us``, ties by name."""
@@ -539,11 +560,11 @@ def user_features(
         n.COUNT_BUCKETS: state.behavior.buckets(now),
         n.EVENTS_TOTAL: state.behavior.total,
     }
-    top = state.affinity.top(params.top_categories_n)
+    names, scores = state.affinity.top_lists(params.top_categories_n)
     interest_row = {
         **key,
-        n.TOP_CATEGORIES: [c for c, _ in top],
-        n.TOP_CATEGORY_SCORES: [round(s, 6) for _, s in top],
+        n.TOP_CATEGORIES: names,
+        n.TOP_CATEGORY_SCORES: scores,
         n.RECENT_ITEMS: list(state.recent),
         n.LAST_EVENT_TS: now // US,
     }

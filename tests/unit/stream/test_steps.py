@@ -226,13 +226,14 @@ def test_affinity_ranking_kept_incrementally_equals_a_full_sort():
     aff = DecayedAffinity(half_life_us=H * US, max_keys=12, top_n=4)
     t = 0
     for _ in range(2_000):
-        t += rng.randrange(0, 2 * H) * US
+        t += rng.choice([0, rng.randrange(0, 2 * H)]) * US  # ties: equal adds at one time
         if rng.random() < 0.1:  # late events too
             aff.add(f"c{rng.randrange(30)}", rng.choice([1.0, 3.0, 5.0]), t - H * US)
         aff.add(f"c{rng.randrange(30)}", rng.choice([1.0, 3.0, 5.0]), t)
         full = sorted(aff.scores.items(), key=lambda kv: (-kv[1], kv[0]))
         assert aff.top(4) == full[:4]
         assert aff.top(6) == full[:6]  # more than kept: a full sort
+        assert aff.top_lists(4) == ([c for c, _ in full[:4]], [round(v, 6) for _, v in full[:4]])
     weakest = DecayedAffinity(half_life_us=H * US, max_keys=2, top_n=2)
     weakest.add("a", 5.0, 10 * H * US)
     weakest.add("b", 5.0, 10 * H * US)
