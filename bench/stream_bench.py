@@ -30,6 +30,7 @@ from bytewax.testing import run_main
 
 from core import names as n
 from core.bus import (
+    EVENT_FIELD,
     STREAM_ID,
     Encoded,
     by_partition,
@@ -38,7 +39,6 @@ from core.bus import (
     group_info,
     partition_streams,
     publish,
-    send_encoded,
 )
 from core.redis_server import free_port, redis_client
 from core.settings import Settings
@@ -85,12 +85,40 @@ def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     publish(redis_client(settings), settings.events_stream, events, settings.event_partitions)
 
 
-def _xadd(settings: Settings, encoded: list[Encoded], chunk: int = 1000) -> None:
-    """XADD pre-encoded events (:func:`core.bus.encode_events`) in pipelines of ``chunk``: the
-    load generator, as cheap as it can be, since it shares the cores with the jobs it times."""
-    client = redis_client(settings)
-    for start in range(0, len(encoded), chunk):
-        send_encoded(client, encoded[start : start + chunk])
+class _Loader:
+    """The load generator of the throughput runs, as cheap as it can be while timed, since
+    it shares the 2 cores with the jobs it times: the events are JSON-encoded
+    (:func:`core.bus.encode_events`) and their XADD commands packed in Redis's protocol
+    before; ``send`` only writes them to the socket, in chunks of ``chunk`` commands (Redis
+    queues the replies); ``close``, after the timed part, reads and checks the replies."""
+
+    def __init__(self, settings: Settings, encoded: list[Encoded], chunk: int = 1000) -> None:
+        self._client = redis_client(settings)
+        self._conn = self._client.connection_pool.get_connection()
+        commands = [("XADD", name, "*", EVENT_FIELD, payload) for _, name, payload in encoded]
+        self._chunks = [
+            self._conn.pack_commands(commands[start : start + chunk])
+            for start in range(0, len(commands), chunk)
+        ]
+        self._encoded = encoded
+
+    def send(self) -> None:
+        """Write every command, then wait (sleeping) until Redis has added them all, so
+        that what :func:`_wait_done` takes for the streams' last entries is the last."""
+        streams = {name for _, name, _ in self._encoded}
+        before = sum(self._client.xlen(s) for s in streams if self._client.exists(s))
+        for packed in self._chunks:
+            self._conn.send_packed_command(packed, check_health=False)
+        while sum(self._client.xlen(s) for s in streams) < before + len(self._encoded):
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        try:
+            for _ in self._encoded:
+                reply = self._conn.read_response()
+                assert isinstance(reply, bytes | str), f"XADD failed: {reply!r}"
+        finally:
+            self._client.connection_pool.release(self._conn)
 
 
 def _wait_done(
@@ -208,17 +236,20 @@ def _jobs_rate(
 ) -> tuple[float, float]:
     """(events/s, CPU ms per 1,000 events) of warmed-up ``ig stream`` processes (one per
     ``jobs_args``) over ``events``, timed from the start of their XADD (this process, the
-    events JSON-encoded before: :func:`_xadd`) until all are acknowledged; CPU: what the job
+    commands packed before: :class:`_Loader`) until all are acknowledged; CPU: what the job
     processes used meanwhile, all together."""
-    encoded = encode_events(settings.events_stream, events, settings.event_partitions)
+    loader = _Loader(
+        settings, encode_events(settings.events_stream, events, settings.event_partitions)
+    )
     jobs = _started(settings, warm, *jobs_args)
     try:
         cpu = sum(_cpu_s(j.pid) for j in jobs)
         since = time.monotonic()
-        _xadd(settings, encoded)
+        loader.send()
         took = _wait_done(settings, len(events), since=since)
         cpu = sum(_cpu_s(j.pid) for j in jobs) - cpu
     finally:
+        loader.close()
         for job in jobs:
             job.wait(timeout=120)
     return round(len(events) / took, 1), round(1e6 * cpu / len(events), 1)
