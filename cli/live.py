@@ -122,7 +122,6 @@ def _local_processes(args: argparse.Namespace) -> int:
 
     from cli.procs import ig_command
     from core.redis_server import free_port
-    from core.settings import ROOT
     from stream.job import prepare_recovery
     from stream.live import HistoryError
 
@@ -147,8 +146,7 @@ def _local_processes(args: argparse.Namespace) -> int:
             own += ["--freshness-out", f"{args.freshness_out}.{k}"]
         children.append(
             subprocess.Popen(
-                [*ig_command("stream"), *common, *own],
-                cwd=ROOT,
+                [*ig_command("stream"), *common, *own],  # this directory: the same paths
                 process_group=0,  # a terminal's Ctrl-C reaches them once: forwarded from here
                 preexec_fn=_die_with_parent,
             )
