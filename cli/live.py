@@ -70,8 +70,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from stream.job import LiveJob, run_live_job
     from stream.live import HistoryError
 
-    if args.workers > 1 and not args.addresses:
-        return _local_processes(args)
+    local = args.workers > 1 and not args.addresses
     job = LiveJob(
         workers=args.workers,
         addresses=tuple(args.addresses.split(",")) if args.addresses else (),
@@ -84,6 +83,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         freshness_out=Path(args.freshness_out) if args.freshness_out else None,
     )
     try:
+        if local:
+            return _local_processes(args)
         summary = run_live_job(get_settings(), job)
     except HistoryError as exc:
         print(f"live job refused: {exc}", file=sys.stderr)
@@ -123,15 +124,10 @@ def _local_processes(args: argparse.Namespace) -> int:
     from cli.procs import ig_command
     from core.redis_server import free_port
     from stream.job import prepare_recovery
-    from stream.live import HistoryError
 
     count = args.workers
-    if args.recovery_dir:
-        try:
-            prepare_recovery(get_settings(), Path(args.recovery_dir), count)
-        except HistoryError as exc:
-            print(f"live job refused: {exc}", file=sys.stderr)
-            return 2
+    if args.recovery_dir:  # (a HistoryError here: the caller's refusal)
+        prepare_recovery(get_settings(), Path(args.recovery_dir), count)
     addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(count))
     common = ["--report-s", str(args.report_s), "--epoch-s", str(args.epoch_s)]
     for flag, value in (("-r", args.recovery_dir), ("--idle-stop", args.idle_stop)):

@@ -90,8 +90,5 @@ def bucket_keys(
     partitions = len(streams)
     if workers <= 1 or partitions < workers or buckets % partitions:
         return plain
-    names = list(streams)
-    return tuple(
-        key_on_worker(plain[b], reader_of_partition(names, names[b % partitions], workers), workers)
-        for b in range(buckets)
-    )
+    readers = [reader_of_partition(list(streams), name, workers) for name in streams]
+    return tuple(key_on_worker(plain[b], readers[b % partitions], workers) for b in range(buckets))
