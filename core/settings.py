@@ -80,10 +80,14 @@ class Settings(BaseSettings):
     dead_letter_stream: str = Field("ig:dead_letters", description="Malformed live events.")
     consumer_group: str = "ig-features"
     stream_batch: int = Field(
-        2000,
+        10_000,
         ge=1,
         description="Entries read per XREADGROUP: the most events a live batch holds (when the "
-        "job keeps up, batches are smaller: what arrived since the last read).",
+        "job keeps up, batches are smaller: what arrived since the last read). A backlog is "
+        "worked off in batches this big: each batch writes one file per view and one online "
+        "row per entity it touches, so larger batches cost less per event (measured: 10,000 "
+        "against 2,000, a third less CPU per event), at the price of memory and of a longer "
+        "wait before a full batch's first event is readable.",
     )
     state_buckets: int = Field(
         64,

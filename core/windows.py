@@ -53,58 +53,30 @@ def bucket_events(
 ) -> list[int]:
     """Events (ascending µs per type) -> flat ``[type, youngest µs, count, ...]`` triples of the
     age buckets before ``now_us`` that hold any event, youngest bucket first. Events older than
-    the largest window are left out (no window holds them)."""
+    the largest window are left out (no window holds them).
+
+    The cost grows with the buckets that hold events, not with the events or the edges: from
+    the youngest event not yet counted, one bisection finds its bucket and one more the
+    bucket's oldest event (this runs for every event of the live job; a walk over the events
+    was 3x slower for an entity with a few dozen, one bisection per edge for a quiet one)."""
     edges = age_edges(tuple(windows.items()))
+    oldest = edges[-1]
     out: list[int] = []
     for index, etype in enumerate(n.EVENT_TYPES):
         times = times_by_type.get(etype)
         if not times:
             continue
-        hi = bisect_right(times, now_us)  # events after now_us are not known yet
-        if hi <= _FEW:
-            _bucket_by_event(out, index, times, hi, now_us, edges)
-        else:
-            _bucket_by_edge(out, index, times, hi, now_us, edges)
+        pos = bisect_right(times, now_us)  # events after now_us are not known yet
+        while pos:
+            youngest = times[pos - 1]
+            age = now_us - youngest
+            if age >= oldest:
+                break
+            upper = edges[bisect_right(edges, age)]  # the bucket: ages [previous edge, upper)
+            lo = bisect_right(times, now_us - upper, 0, pos)  # its oldest event
+            out += (index, youngest, pos - lo)
+            pos = lo
     return out
-
-
-_FEW = 16  # up to this many events, walking the events beats bisecting the edges (measured)
-
-
-def _bucket_by_event(
-    out: list[int], index: int, times: Sequence[int], hi: int, now_us: int, edges: Sequence[int]
-) -> None:
-    """O(events): walk the events youngest first, moving to older buckets as needed."""
-    j, youngest, count = 0, 0, 0  # current bucket: ages [edges[j], edges[j+1])
-    for pos in range(hi - 1, -1, -1):
-        age = now_us - times[pos]
-        if age >= edges[-1]:
-            break
-        if age >= edges[j + 1]:
-            if count:
-                out += (index, youngest, count)
-                count = 0
-            while age >= edges[j + 1]:
-                j += 1
-        if not count:
-            youngest = times[pos]
-        count += 1
-    if count:
-        out += (index, youngest, count)
-
-
-def _bucket_by_edge(
-    out: list[int], index: int, times: Sequence[int], hi: int, now_us: int, edges: Sequence[int]
-) -> None:
-    """O(buckets x log events): one bisection per bucket edge, for busy entities (a popular
-    item has hundreds of events in 30 days; cost must not grow with them)."""
-    for j in range(len(edges) - 1):
-        lo = bisect_right(times, now_us - edges[j + 1], 0, hi)  # first event younger than edge
-        if hi > lo:
-            out += (index, times[hi - 1], hi - lo)
-        if lo == 0:
-            return
-        hi = lo
 
 
 @lru_cache(maxsize=8)

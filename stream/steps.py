@@ -321,19 +321,30 @@ class DecayedAffinity:
         raw[category] = raw.get(category, 0.0) + weight * 2.0 ** (
             (ts_us - self.ref_us) / self.half_life_us
         )
+        ranked = self.ranked
         if len(raw) > self.max_keys:  # drop the weakest: O(keys), not a sort
-            del raw[min(raw, key=raw.__getitem__)]
-        ranked = [c for c in self.ranked if c != category and c in raw]
-        if category in raw:  # (it may have been the weakest, just dropped)
-            # its score only grew: insert it before the first it now beats (highest first,
-            # ties by name); the others keep their order
-            score, at = raw[category], 0
-            while at < len(ranked) and (
-                raw[ranked[at]] > score or (raw[ranked[at]] == score and ranked[at] < category)
-            ):
-                at += 1
-            ranked.insert(at, category)
-        self.ranked = ranked[: self.top_n]
+            weakest = min(raw, key=raw.__getitem__)
+            del raw[weakest]
+            if weakest in ranked:
+                ranked.remove(weakest)
+        if category not in raw:  # (it was the weakest, just dropped)
+            return
+        # Its score only grew, so it can only move up: from where it was (or from the end),
+        # past every category it now beats (highest first, ties by name); the others keep
+        # their order.
+        score = raw[category]
+        if category in ranked:
+            at = ranked.index(category)
+            del ranked[at]
+        else:
+            at = len(ranked)
+        while at:
+            above = ranked[at - 1]
+            if raw[above] > score or (raw[above] == score and above < category):
+                break
+            at -= 1
+        ranked.insert(at, category)
+        del ranked[self.top_n :]
 
     def _scale(self) -> float:
         """raw units -> scores at ``as_of_us``."""

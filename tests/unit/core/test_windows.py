@@ -96,19 +96,36 @@ def test_unknown_view_has_no_read_time_features():
         read_time_features(n.USER_INTEREST, [], 0)
 
 
-def test_busy_and_quiet_entities_bucket_alike():
-    """The walk over events (few) and the bisection over edges (many) give the same buckets."""
-    from core import windows
+def _walk_buckets(times: list[int], now: int, edges: tuple[int, ...]) -> list[int]:
+    """The buckets by definition: every event's age bucket, one at a time (type index 0)."""
+    out: list[int] = []
+    for t in reversed(times):
+        age = now - t
+        if age < 0 or age >= edges[-1]:
+            continue
+        j = max(k for k in range(len(edges) - 1) if edges[k] <= age)
+        if out and out[-1][0] == j:
+            out[-1][2] += 1
+        else:
+            out.append([j, t, 1])
+    return [v for j, youngest, count in out for v in (0, youngest, count)]
 
-    rng = random.Random(5)
+
+@pytest.mark.parametrize("events", [1, 3, 40, 500])
+def test_buckets_match_their_definition(events):
+    """Quiet and busy entities, events at bucket edges and after ``now``: each event in the
+    bucket of its age, youngest bucket first, older than the largest window left out."""
+    rng = random.Random(events)
     now = 40 * 86_400 * US
-    times = {"view": sorted(now - rng.randrange(0, 9 * 86_400 * US) for _ in range(500))}
     edges = age_edges(tuple(WINDOWS.items()))
-    by_event, by_edge = [], []
-    hi = len(times["view"])
-    windows._bucket_by_event(by_event, 0, times["view"], hi, now, edges)
-    windows._bucket_by_edge(by_edge, 0, times["view"], hi, now, edges)
-    assert by_event == by_edge and sum(by_edge[2::3]) == true_counts(times, now)["views_7d"]
+    times = sorted(
+        [now - rng.randrange(0, 9 * 86_400 * US) for _ in range(events)]
+        + [now - e for e in edges[:5]]  # exactly on an edge: the older bucket
+        + [now - edges[-1], now + US]  # too old for any window; not known yet
+    )
+    got = bucket_events({"view": times}, now, WINDOWS)
+    assert got == _walk_buckets(times, now, edges)
+    assert sum(got[2::3]) == true_counts({"view": times}, now)["views_7d"]
 
 
 def test_stored_text_form_round_trips_and_reads_alike():
