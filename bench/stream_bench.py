@@ -81,6 +81,18 @@ def _fresh_stream(settings: Settings, **update: Any) -> Settings:
     )
 
 
+def _drop_streams(settings: Settings) -> None:
+    """Delete a run's streams once measured: left in the bench's Redis, the runs' entries
+    (hundreds of MB by the last round) made every background save (a fork, each minute)
+    copy them while later rounds were timed."""
+    client = redis_client(settings)
+    client.delete(
+        *partition_streams(settings.events_stream, settings.event_partitions),
+        settings.dead_letter_stream,
+    )
+    client.close()
+
+
 def _publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     publish(redis_client(settings), settings.events_stream, events, settings.event_partitions)
 
@@ -252,6 +264,7 @@ def _jobs_rate(
         loader.close()
         for job in jobs:
             job.wait(timeout=120)
+        _drop_streams(settings)
     return round(len(events) / took, 1), round(1e6 * cpu / len(events), 1)
 
 
@@ -302,6 +315,7 @@ def stream_figures(
         next(iter(stream_metrics().dead_letters.collect())).samples[0].value - dead_before
     )
     out["offline_files_per_view_after_bench"] = offline_files_per_view(one)
+    _drop_streams(one)
 
     # The engine's ceiling: the same source into a flow that only acknowledges.
     bare = _fresh_stream(settings)
@@ -310,6 +324,7 @@ def stream_figures(
     took = _wait_done(bare, len(events))
     job.join()
     out["bytewax_passthrough_events_per_s"] = round(len(events) / took, 1)
+    _drop_streams(bare)
     out["stream_over_passthrough"] = round(
         out["stream_events_per_s_1worker"] / out["bytewax_passthrough_events_per_s"], 3
     )
@@ -362,6 +377,7 @@ def stream_figures(
     _offered(fresh, offered, rate)
     _wait_done(fresh, len(offered))
     job.wait(timeout=120)
+    _drop_streams(fresh)
     ms = np.asarray(json.loads(samples.read_text())[-len(offered) :]) * 1000  # not the warm-up
     out |= {
         "freshness_offered_events_per_s": rate,

@@ -19,10 +19,11 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -551,18 +552,11 @@ class _LivePartition(StatelessSinkPartition[KeyedRows]):
         for k, ids in by_partition(i for info in done for i in info.forgets).items():
             pipe.xdel(self._streams[k], *ids)
         retry_redis(pipe.execute)
-        now_ms = time.time() * 1000
         metrics = stream_metrics()
-        observe, keep = metrics.freshness.observe, metrics.freshness_samples.append
-        acked = 0
-        for ids in done_ids:
-            for sid in ids:
-                # A source id starts with the entry's XADD wall-clock time in milliseconds.
-                fresh_s = max(now_ms - int(sid.partition("-")[0]), 0) / 1000
-                observe(fresh_s)
-                keep(fresh_s)
-            acked += len(ids)
-        metrics.events_acked.inc(acked)
+        for fresh_s, times in freshness(time.time() * 1000, (i for ids in done_ids for i in ids)):
+            metrics.freshness.observe(fresh_s, times)
+            metrics.freshness_samples.extend(repeat(fresh_s, times))
+        metrics.events_acked.inc(sum(map(len, done_ids)))
 
     def close(self) -> None:
         self._compactor.close()
@@ -617,6 +611,21 @@ class DeadLetterStreamSink(DynamicSink[DeadLetter]):
         self, step_id: str, worker_index: int, worker_count: int
     ) -> _DeadLetterStreamPartition:
         return _DeadLetterStreamPartition(self.settings)
+
+
+def freshness(now_ms: float, source_ids: Iterable[str]) -> Iterator[tuple[float, int]]:
+    """(seconds from XADD to ``now_ms``, how many) of acknowledged entries, a pair per run of
+    ids added in one millisecond: an entry id starts with its XADD wall-clock time in ms."""
+    head, fresh_s, times = None, 0.0, 0
+    for sid in source_ids:
+        ms = sid.partition("-")[0]
+        if ms != head:
+            if times:
+                yield fresh_s, times
+            head, fresh_s, times = ms, max(now_ms - int(ms), 0) / 1000, 0
+        times += 1
+    if times:
+        yield fresh_s, times
 
 
 def live_flow(

@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+
+class GroupedHistogram(Collector):
+    """A Prometheus histogram that takes equal observations in one call: ``observe(value,
+    times)``. The live job observes the freshness of every event it acknowledges, thousands
+    a batch, and events added to the bus in the same millisecond share one value;
+    prometheus_client's ``Histogram`` takes them one at a time (2.4 µs an event with the
+    arithmetic around it, measured: 5% of the job's time). Exposed as any histogram
+    (``_bucket``, ``_count``, ``_sum``) through the library's collector interface."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._doc = name, documentation
+        self._bounds = [*sorted(float(b) for b in buckets), math.inf]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float, times: int = 1) -> None:
+        slot = bisect_left(self._bounds, value)  # the first bucket whose bound holds it
+        with self._lock:
+            self._counts[slot] += times
+            self._sum += value * times
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._doc)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=total)
 
 
 @dataclass(frozen=True)
@@ -19,7 +62,7 @@ class StreamMetrics:
     events_acked: Counter
     dead_letters: Counter
     consumer_lag: Gauge
-    freshness: Histogram
+    freshness: GroupedHistogram
     redis_retries: Counter
     history_replayed: Counter
     freshness_samples: deque[float]  # the latest per-event freshness values (benchmarks)
@@ -73,7 +116,7 @@ def stream_metrics() -> StreamMetrics:
             "Entries in the stream not yet delivered to the group",
             registry=reg,
         ),
-        Histogram(
+        GroupedHistogram(
             "ig_stream_freshness_seconds",
             "XADD to online write, per event",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
