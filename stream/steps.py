@@ -272,10 +272,11 @@ class WindowCounts:
         else:
             times.append(ts_us)
         self.total += 1
-        self.latest_us = max(self.latest_us, ts_us)
-        cut = bisect_right(times, self.latest_us - max(self.windows.values()) * US)
-        if cut:
-            del times[:cut]
+        if ts_us > self.latest_us:
+            self.latest_us = ts_us
+        oldest_kept = self.latest_us - max(self.windows.values()) * US
+        if times[0] <= oldest_kept:
+            del times[: bisect_right(times, oldest_kept)]
 
     def buckets(self, now_us: int) -> str:
         """The events any window holds at ``now_us`` as age buckets, stored form
@@ -551,35 +552,49 @@ def user_features(
                 int(params.affinity_half_life_hours * 3600 * US), top_n=params.top_categories_n
             ),
         )
-    previous_us = state.behavior.latest_us
-    state.behavior.add(event.event_type, event.ts_us)
-    now = state.behavior.latest_us
-    interest = n.EVENT_WEIGHTS[event.event_type] > 0  # an impression shows no interest
-    if interest and event.category_id is not None:
-        state.affinity.add(event.category_id, n.EVENT_WEIGHTS[event.event_type], event.ts_us)
-    if interest and event.ts_us >= previous_us:
-        if event.item_id in state.recent:
-            state.recent.remove(event.item_id)
-        state.recent.insert(0, event.item_id)
-        del state.recent[params.recent_items_n :]
+    behavior, etype, ts_us = state.behavior, event.event_type, event.ts_us
+    previous_us = behavior.latest_us
+    behavior.add(etype, ts_us)
+    now = behavior.latest_us
+    weight = n.EVENT_WEIGHTS[etype]
+    if weight > 0:  # an impression shows no interest
+        if event.category_id is not None:
+            state.affinity.add(event.category_id, weight, ts_us)
+        if ts_us >= previous_us:
+            recent, item = state.recent, event.item_id
+            if item in recent:
+                recent.remove(item)
+            recent.insert(0, item)
+            del recent[params.recent_items_n :]
     if event.replay:
         return state, []
-    ts, created = _stamps(now, state.behavior.total)
-    key = {n.USER_ID: event.user_id, n.EVENT_TIMESTAMP: ts, n.CREATED_TIMESTAMP: created}
-    behavior = {
-        **key,
-        n.COUNT_BUCKETS: state.behavior.buckets(now),
-        n.EVENTS_TOTAL: state.behavior.total,
-    }
+    ts, created = _stamps(now, behavior.total)
+    user = event.user_id
     names, scores = state.affinity.top_lists(params.top_categories_n)
-    interest_row = {
-        **key,
-        n.TOP_CATEGORIES: names,
-        n.TOP_CATEGORY_SCORES: scores,
-        n.RECENT_ITEMS: list(state.recent),
-        n.LAST_EVENT_TS: now // US,
-    }
-    return state, [(n.USER_BEHAVIOR, behavior), (n.USER_INTEREST, interest_row)]
+    return state, [
+        (
+            n.USER_BEHAVIOR,
+            {
+                n.USER_ID: user,
+                n.EVENT_TIMESTAMP: ts,
+                n.CREATED_TIMESTAMP: created,
+                n.COUNT_BUCKETS: behavior.buckets(now),
+                n.EVENTS_TOTAL: behavior.total,
+            },
+        ),
+        (
+            n.USER_INTEREST,
+            {
+                n.USER_ID: user,
+                n.EVENT_TIMESTAMP: ts,
+                n.CREATED_TIMESTAMP: created,
+                n.TOP_CATEGORIES: names,
+                n.TOP_CATEGORY_SCORES: scores,
+                n.RECENT_ITEMS: state.recent[:],
+                n.LAST_EVENT_TS: now // US,
+            },
+        ),
+    ]
 
 
 def item_features(

@@ -89,3 +89,17 @@ def test_the_compactor_runs_a_round_once_enough_files_were_written(tmp_path):
     assert len(list(folder.glob("*.parquet"))) == 2  # the 3 new ones merged
     compactor.close()
     assert len(ids(folder)) == 6 * 3
+
+
+def test_few_full_collections_restores_the_collector_as_it_was():
+    import gc
+
+    from stream.io import YOUNG_OBJECTS, few_full_collections
+
+    before = gc.get_threshold()
+    with few_full_collections():
+        assert gc.get_threshold() == (YOUNG_OBJECTS, 100, 1_000) and gc.isenabled()
+        assert gc.get_freeze_count() > 0  # what lived before is out of every collection
+    with few_full_collections(threshold=None):
+        assert not gc.isenabled()
+    assert gc.get_threshold() == before and gc.isenabled() and gc.get_freeze_count() == 0
