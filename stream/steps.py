@@ -547,7 +547,7 @@ def user_features(
             return state, late
     else:
         state = UserState(
-            WindowCounts(dict(n.USER_WINDOWS)),
+            WindowCounts(n.USER_WINDOWS),  # (shared by every user: never changed)
             DecayedAffinity(
                 int(params.affinity_half_life_hours * 3600 * US), top_n=params.top_categories_n
             ),
@@ -608,7 +608,7 @@ def item_features(
     if event.event_type == n.FORGET:  # no item side: an item's state holds no shopper
         return state, []
     if state is None:
-        state = ItemState(WindowCounts(dict(n.ITEM_WINDOWS)))
+        state = ItemState(WindowCounts(n.ITEM_WINDOWS))  # (shared, never changed)
     elif state.counts.total:
         lateness = int(params.allowed_lateness_s * US)
         late = late_event(state.counts.latest_us, event, lateness, "item")

@@ -92,6 +92,8 @@ def test_supersede_keeps_latest_version_per_entity_and_time():
         {n.USER_ID: "u", n.EVENT_TIMESTAMP: 5, n.CREATED_TIMESTAMP: 6, "x": "later"},
     ]
     assert [r["x"] for r in supersede(rows, n.USER_ID)] == ["new", "other", "later"]
+    distinct = rows[1:]  # no two rows of one user at one time: all kept, in order
+    assert [r["x"] for r in supersede(distinct, n.USER_ID)] == ["new", "other", "later"]
 
 
 def test_flow_sends_events_beyond_allowed_lateness_to_dead_letters():
