@@ -37,6 +37,9 @@ DEAD_LETTER_SCHEMA = pa.schema(
 )
 
 
+YOUNG_OBJECTS = 10_000  # new objects between young collections in a long run (CPython: 700)
+
+
 @contextmanager
 def few_full_collections(threshold: int | None = 1_000) -> Iterator[None]:
     """Run a long dataflow with CPython's cyclic collections made rare.
@@ -64,9 +67,6 @@ def few_full_collections(threshold: int | None = 1_000) -> Iterator[None]:
         gc.unfreeze()
         if was_enabled:
             gc.enable()
-
-
-YOUNG_OBJECTS = 10_000
 
 
 def iter_log_batches(path: Path, offset: int, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
