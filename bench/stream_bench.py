@@ -108,25 +108,26 @@ class _Loader:
         self._client = redis_client(settings)
         self._conn = self._client.connection_pool.get_connection()
         commands = [("XADD", name, "*", EVENT_FIELD, payload) for _, name, payload in encoded]
-        self._chunks = [
-            self._conn.pack_commands(commands[start : start + chunk])
-            for start in range(0, len(commands), chunk)
-        ]
+        pieces = [commands[start : start + chunk] for start in range(0, len(commands), chunk)]
+        self._chunks = [(len(piece), self._conn.pack_commands(piece)) for piece in pieces]
         self._encoded = encoded
+        self._sent = 0  # commands written, whose replies ``close`` reads
 
     def send(self) -> None:
         """Write every command, then wait (sleeping) until Redis has added them all, so
         that what :func:`_wait_done` takes for the streams' last entries is the last."""
         streams = {name for _, name, _ in self._encoded}
-        before = sum(self._client.xlen(s) for s in streams if self._client.exists(s))
-        for packed in self._chunks:
+        before = sum(self._client.xlen(s) for s in streams)  # (0 for a stream not there yet)
+        for count, packed in self._chunks:
             self._conn.send_packed_command(packed, check_health=False)
+            self._sent += count
         while sum(self._client.xlen(s) for s in streams) < before + len(self._encoded):
             time.sleep(0.002)
 
     def close(self) -> None:
+        """Read the replies of what was sent (none when the run failed before it sent)."""
         try:
-            for _ in self._encoded:
+            for _ in range(self._sent):
                 reply = self._conn.read_response()
                 assert isinstance(reply, bytes | str), f"XADD failed: {reply!r}"
         finally:
